@@ -1,0 +1,35 @@
+"""The exceptions this library raises: one base class and a shallow tree.
+
+Errors from lower layers (pydantic, sqlite3, importlib) are translated into
+these at the boundary, so callers catch one family and read one message.
+"""
+
+from __future__ import annotations
+
+
+class ReasonerError(Exception):
+    """Base class of every error this library raises on purpose."""
+
+
+class PlanError(ReasonerError):
+    """Raised when a plan is built wrong: a cycle, an unknown or duplicate step, a bad type."""
+
+
+class InputError(ReasonerError):
+    """Raised when a run's input fails validation; the message names the field."""
+
+
+class UnknownPlanError(ReasonerError):
+    """Raised when a plan name or `module:attribute` reference resolves to no plan."""
+
+
+class StoreError(ReasonerError):
+    """Raised when the store cannot be opened or holds no such run."""
+
+
+class GeneratorMissingError(ReasonerError):
+    """Raised when a step uses a generator (`ctx.lm`, ...) the engine was not given."""
+
+
+class OutputError(ReasonerError):
+    """Raised inside an attempt when a step returns the wrong type or an unstorable value."""

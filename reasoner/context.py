@@ -1,0 +1,121 @@
+"""The `ctx` a step receives: its seed and attempt, generator handles, a logger,
+and `spawn` for steps that grow the graph at run time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel
+
+from reasoner._exceptions import GeneratorMissingError, OutputError
+from reasoner.plan import SPAWN_SEPARATOR, Step
+
+if TYPE_CHECKING:
+    from reasoner.executor import Execution
+
+
+def derive_seed(run_seed: int, node: str, generation: int, attempt: int) -> int:
+    """A 32-bit seed fixed by the run seed and the attempt's place in the run."""
+    digest = hashlib.blake2b(
+        f"{run_seed}\x00{node}\x00{generation}\x00{attempt}".encode(), digest_size=4
+    ).digest()
+    return int.from_bytes(digest, "little")
+
+
+class Context:
+    """Per-attempt context. Generator handles resolve by name: `ctx.lm`, `ctx.gan`, ..."""
+
+    __slots__ = ("run_id", "step", "seed", "attempt", "generation", "_step", "_generators",
+                 "_execution", "_spawned", "_log")
+
+    def __init__(
+        self,
+        run_id: str,
+        step: Step,
+        node: str,
+        seed: int,
+        attempt: int,
+        generation: int,
+        generators: Mapping[str, Any],
+        execution: Execution | None = None,
+    ) -> None:
+        self.run_id = run_id
+        self.step = node
+        self.seed = seed
+        self.attempt = attempt
+        self.generation = generation
+        self._step = step
+        self._generators = generators
+        self._execution = execution
+        self._spawned: list[tuple[str, Step, BaseModel]] = []
+        self._log: logging.LoggerAdapter[logging.Logger] | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        uses = self._step.options.uses
+        if uses and name not in uses:
+            raise GeneratorMissingError(
+                f"step {self.step!r} uses generator {name!r} but declares uses={uses!r}"
+            )
+        try:
+            return self._generators[name]
+        except KeyError:
+            known = ", ".join(sorted(self._generators)) or "none"
+            raise GeneratorMissingError(
+                f"step {self.step!r} asked for generator {name!r}, which this engine does not "
+                f"have (it has: {known})"
+            ) from None
+
+    @property
+    def log(self) -> logging.LoggerAdapter[logging.Logger]:
+        if self._log is None:
+            self._log = logging.LoggerAdapter(
+                logging.getLogger("reasoner.step"),
+                {"run_id": self.run_id, "step": self.step, "attempt": self.attempt},
+            )
+        return self._log
+
+    @property
+    def rng(self) -> random.Random:
+        """A Python RNG seeded with this attempt's seed."""
+        return random.Random(self.seed)
+
+    def spawn(self, template: Step | str, key: str, payload: BaseModel) -> str:
+        """Add a child node running `template` on `payload` once this attempt succeeds.
+
+        Returns the child's node name, `<this step>/<key>`. Children of a failed
+        attempt are discarded with it.
+        """
+        if self._execution is None:
+            raise OutputError("spawn needs a running execution")
+        plan = self._execution.plan
+        name = template if isinstance(template, str) else template.name
+        if name not in plan.templates:
+            known = ", ".join(sorted(plan.templates)) or "none"
+            raise OutputError(f"step {self.step!r} spawned unknown template {name!r} (templates: {known})")
+        step = plan.templates[name]
+        if not key or SPAWN_SEPARATOR in key:
+            raise OutputError(f"step {self.step!r}: spawn key {key!r} must be non-empty without '/'")
+        child = f"{self.step}{SPAWN_SEPARATOR}{key}"
+        if any(existing == child for existing, _, _ in self._spawned):
+            raise OutputError(f"step {self.step!r} spawned {child!r} twice")
+        (param, expected), = ((p, a) for p, a in step.annotations.items() if p not in step.defaults)
+        if not isinstance(payload, expected):
+            raise OutputError(
+                f"template {name!r} takes {getattr(expected, '__name__', expected)} as "
+                f"{param!r}, got {type(payload).__name__}"
+            )
+        self._spawned.append((child, step, payload))
+        return child
+
+    def expansion(self, step: str) -> dict[str, BaseModel]:
+        """Outputs of every node spawned below `step` (at any depth) that succeeded."""
+        if self._execution is None:
+            return {}
+        return self._execution.expansion_outputs(step)

@@ -1,0 +1,182 @@
+"""The engine: where plans meet a store, generators and concurrency bounds.
+
+`Engine.run` executes one plan on one input, `Engine.map` many inputs with
+bounded concurrency (results as they finish), `Engine.resume` continues a
+run from what its store committed. Generators are handed in by name
+(`generators={"lm": ...}`) and reach steps as `ctx.lm`; `default_engine`
+wires up this project's own models without importing them until used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from reasoner._exceptions import GeneratorMissingError, InputError
+from reasoner.events import EventBus, Listener
+from reasoner.executor import Execution
+from reasoner.plan import Plan
+from reasoner.records import RunRecord
+from reasoner.registry import load_plan, plan_ref
+from reasoner.run import Run
+from reasoner.store import Store, open_store
+
+
+def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
+    """One line per problem, each naming the field path, as users read them."""
+    lines = []
+    for error in exc.errors():
+        path = ".".join(str(part) for part in error["loc"]) or "(input)"
+        lines.append(f"{prefix}field {path!r}: {error['msg']}")
+    return "; ".join(lines)
+
+
+def validate_input(plan: Plan, value: Any) -> BaseModel:
+    """The plan's input model from a model, dict or JSON string; InputError names the field."""
+    if isinstance(value, plan.input):
+        return value
+    try:
+        if isinstance(value, str | bytes):
+            return plan.input.model_validate_json(value)
+        if isinstance(value, BaseModel):
+            value = value.model_dump()
+        return plan.input.model_validate(value)
+    except ValidationError as exc:
+        raise InputError(
+            f"invalid input for plan {plan.name!r}: {format_validation_error(exc)}"
+        ) from exc
+
+
+class Engine:
+    """Runs plans. One engine shares its store, generators and bounds across all its runs."""
+
+    def __init__(
+        self,
+        store: str | Path | Store | None = ":memory:",
+        *,
+        generators: Mapping[str, Any] | None = None,
+        max_concurrency: int = 256,
+    ) -> None:
+        self.store = open_store(store)
+        self.generators: Mapping[str, Any] = generators if generators is not None else {}
+        self.limit = asyncio.Semaphore(max_concurrency)  # steps running at once, all runs
+        self.events = EventBus()
+
+    def subscribe(self, listener: Listener) -> Any:
+        """Call `listener(event)` for every event; returns a function that unsubscribes."""
+        return self.events.subscribe(listener)
+
+    # ------------------------------------------------------------------ runs
+    async def run(
+        self,
+        plan: Plan,
+        input: Any,
+        *,
+        seed: int = 0,
+        run_id: str | None = None,
+        concurrency: int | None = None,
+        max_backtracks: int | None = None,
+    ) -> Run:
+        """Run `plan` on `input` to the end; a failed step ends the run `failed`, not raised."""
+        task = validate_input(plan, input)
+        concrete = plan.for_input(task)
+        self._check_generators(concrete)
+        record = RunRecord(
+            run_id=run_id or uuid.uuid4().hex[:16],
+            plan=plan.name,
+            plan_ref=plan_ref(plan),
+            seed=seed,
+            input=task.model_dump_json(),
+            max_backtracks=plan.max_backtracks if max_backtracks is None else max_backtracks,
+            concurrency=concurrency,
+            created_at=time.time(),
+        )
+        self.store.create_run(record)
+        return await Execution(self, concrete, record, task).execute()
+
+    async def map(
+        self,
+        plan: Plan,
+        inputs: Iterable[Any],
+        *,
+        concurrency: int = 8,
+        seed: int = 0,
+    ) -> AsyncIterator[Run]:
+        """Run `plan` on every input, at most `concurrency` at once; yield runs as they finish.
+
+        Every input runs with the same seed, so equal inputs give equal results
+        wherever they sit in the list. Leaving the loop early cancels and awaits
+        the runs still going; the store keeps them resumable.
+        """
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        pending = iter(inputs)
+        running: set[asyncio.Task[Run]] = set()
+        exhausted = False
+        try:
+            while True:
+                while not exhausted and len(running) < concurrency:
+                    try:
+                        value = next(pending)
+                    except StopIteration:
+                        exhausted = True
+                        break
+                    running.add(asyncio.create_task(self.run(plan, value, seed=seed)))
+                if not running:
+                    return
+                done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                for finished in done:
+                    yield finished.result()
+        finally:
+            for task in running:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
+
+    async def resume(self, run_id: str, plan: Plan | None = None) -> Run:
+        """Continue a run from its store: nothing committed is recomputed."""
+        stored = self.store.load(run_id)
+        record = stored.record
+        plan = plan or load_plan(record.plan_ref or record.plan)
+        task = validate_input(plan, record.input)
+        concrete = plan.for_input(task)
+        execution = Execution(self, concrete, record, task, stored)
+        if record.status in ("succeeded", "failed"):
+            return execution.to_run()
+        self._check_generators(concrete)
+        return await execution.execute()
+
+    def load(self, run_id: str, plan: Plan | None = None) -> Run:
+        """Read a run back from the store without running anything."""
+        stored = self.store.load(run_id)
+        plan = plan or load_plan(stored.record.plan_ref or stored.record.plan)
+        task = validate_input(plan, stored.record.input)
+        return Execution(self, plan.for_input(task), stored.record, task, stored).to_run()
+
+    def runs(self, plan: str | None = None) -> list[RunRecord]:
+        return self.store.runs(plan)
+
+    def _check_generators(self, plan: Plan) -> None:
+        for step in [*plan.steps.values(), *plan.templates.values()]:
+            for name in step.options.uses:
+                if name not in self.generators:
+                    known = ", ".join(sorted(self.generators)) or "none"
+                    raise GeneratorMissingError(
+                        f"step {step.name!r} uses generator {name!r}, which this engine does "
+                        f"not have (it has: {known})"
+                    )
+
+    # ------------------------------------------------------------- lifecycle
+    def close(self) -> None:
+        self.store.close()
+
+    async def __aenter__(self) -> Engine:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()

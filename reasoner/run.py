@@ -1,0 +1,92 @@
+"""`Run`: what `Engine.run` returns and `Engine.load` reads back from a store.
+
+A run keeps every step's status, output and full attempt history (seeds,
+check verdicts, errors with tracebacks, timings), and the backtracking
+decisions taken. `to_json()` is the shape `reasoner ... --json` prints.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from reasoner.records import AttemptRecord, BacktrackRecord, CheckRecord, Status
+
+
+class StepRun(BaseModel):
+    """One node of a finished (or interrupted) run."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    name: str
+    status: Status
+    generation: int
+    attempts: list[AttemptRecord]
+    output: Any = None  # the step's pydantic output when it succeeded
+    template: str | None = None
+    parent: str | None = None
+
+    @property
+    def checks(self) -> list[CheckRecord]:
+        """The check verdicts of the latest attempt."""
+        return self.attempts[-1].checks if self.attempts else []
+
+    @property
+    def seeds(self) -> list[int]:
+        return [a.seed for a in self.attempts]
+
+
+class Run(BaseModel):
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    run_id: str
+    plan: str
+    status: Status
+    seed: int
+    input: Any  # the plan's input model
+    error: str | None = None
+    steps: dict[str, StepRun]
+    backtracks: list[BacktrackRecord]
+    created_at: float
+    finished_at: float | None = None
+
+    def output(self, step: str) -> Any:
+        """The output of `step`, or KeyError naming the steps that have one."""
+        node = self.steps.get(step)
+        if node is None or node.output is None:
+            have = ", ".join(n for n, s in self.steps.items() if s.output is not None) or "none"
+            state = "no such step" if node is None else f"status {node.status}"
+            raise KeyError(f"step {step!r} has no output ({state}); steps with output: {have}")
+        return node.output
+
+    @property
+    def outputs(self) -> dict[str, Any]:
+        return {name: s.output for name, s in self.steps.items() if s.output is not None}
+
+    @property
+    def duration_s(self) -> float | None:
+        return None if self.finished_at is None else self.finished_at - self.created_at
+
+    def to_json(self) -> dict[str, Any]:
+        """The `--json` object: images as PNG data URIs, arrays as lists."""
+        steps: dict[str, Any] = {}
+        for name, node in self.steps.items():
+            steps[name] = {
+                "status": node.status,
+                "attempts": len(node.attempts),
+                "output": None if node.output is None else node.output.model_dump(mode="json"),
+                "checks": [c.model_dump() for c in node.checks],
+            }
+            if node.status == "failed" and node.attempts:
+                steps[name]["error"] = node.attempts[-1].reason
+        return {
+            "run_id": self.run_id,
+            "plan": self.plan,
+            "status": self.status,
+            "seed": self.seed,
+            "error": self.error,
+            "input": self.input.model_dump(mode="json"),
+            "backtracks": [b.model_dump() for b in self.backtracks],
+            "steps": steps,
+        }
