@@ -2,27 +2,56 @@
 
 Define a `Plan` of typed async steps, attach checks, and run it with an
 `Engine` that resamples, backtracks, stores every step durably and shares
-generators across jobs. Importing this package loads no model code.
+generators across jobs. Importing this package loads no model code, and its
+names load on first use so that `reasoner --help` answers at once.
 """
 
-from reasoner import checks
-from reasoner._exceptions import (
-    GeneratorMissingError,
-    InputError,
-    OutputError,
-    PlanError,
-    ReasonerError,
-    StoreError,
-    UnknownPlanError,
-)
-from reasoner.arrays import Array, Image
-from reasoner.context import Context
-from reasoner.engine import Engine
-from reasoner.events import Event
-from reasoner.plan import Plan, Step
-from reasoner.registry import known_plans, load_plan
-from reasoner.run import Run, StepRun
+from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from reasoner import checks
+    from reasoner._exceptions import (
+        GeneratorMissingError,
+        InputError,
+        OutputError,
+        PlanError,
+        ReasonerError,
+        StoreError,
+        UnknownPlanError,
+    )
+    from reasoner.arrays import Array, Image
+    from reasoner.context import Context
+    from reasoner.engine import Engine, default_engine
+    from reasoner.events import Event
+    from reasoner.plan import Plan, Step
+    from reasoner.registry import known_plans, load_plan
+    from reasoner.run import Run, StepRun
+
+_EXPORTS = {
+    "checks": "reasoner.checks",
+    "GeneratorMissingError": "reasoner._exceptions",
+    "InputError": "reasoner._exceptions",
+    "OutputError": "reasoner._exceptions",
+    "PlanError": "reasoner._exceptions",
+    "ReasonerError": "reasoner._exceptions",
+    "StoreError": "reasoner._exceptions",
+    "UnknownPlanError": "reasoner._exceptions",
+    "Array": "reasoner.arrays",
+    "Image": "reasoner.arrays",
+    "Context": "reasoner.context",
+    "Engine": "reasoner.engine",
+    "default_engine": "reasoner.engine",
+    "Event": "reasoner.events",
+    "Plan": "reasoner.plan",
+    "Step": "reasoner.plan",
+    "known_plans": "reasoner.registry",
+    "load_plan": "reasoner.registry",
+    "Run": "reasoner.run",
+    "StepRun": "reasoner.run",
+}
 __all__ = [
     "Array",
     "Context",
@@ -41,6 +70,15 @@ __all__ = [
     "StoreError",
     "UnknownPlanError",
     "checks",
+    "default_engine",
     "known_plans",
     "load_plan",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'reasoner' has no attribute {name!r}")
+    value = importlib.import_module(module)
+    return value if name == "checks" else getattr(value, name)

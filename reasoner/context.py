@@ -98,7 +98,9 @@ class Context:
         name = template if isinstance(template, str) else template.name
         if name not in plan.templates:
             known = ", ".join(sorted(plan.templates)) or "none"
-            raise OutputError(f"step {self.step!r} spawned unknown template {name!r} (templates: {known})")
+            raise OutputError(
+                f"step {self.step!r} spawned unknown template {name!r} (templates: {known})"
+            )
         step = plan.templates[name]
         if not key or SPAWN_SEPARATOR in key:
             raise OutputError(f"step {self.step!r}: spawn key {key!r} must be non-empty without '/'")

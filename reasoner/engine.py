@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -172,11 +172,60 @@ class Engine:
                     )
 
     # ------------------------------------------------------------- lifecycle
-    def close(self) -> None:
+    async def aclose(self) -> None:
+        """Release the generators (if they hold resources) and close the store."""
+        closer = getattr(self.generators, "aclose", None)
+        if closer is not None:
+            await closer()
         self.store.close()
 
     async def __aenter__(self) -> Engine:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        self.close()
+        await self.aclose()
+
+
+class ProjectGenerators(Mapping[str, Any]):
+    """This project's models behind one batching host, created on first use.
+
+    Plans that never touch a model never import torch; the first `ctx.lm`
+    (or `ctx.gan`, ...) starts the host on `device` (CUDA when present).
+    """
+
+    NAMES = ("lm", "gan", "vae", "classifier", "embedder")
+
+    def __init__(self, device: str | None = None, events: EventBus | None = None) -> None:
+        self.device = device
+        self.events = events
+        self.host: Any = None
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self.NAMES:
+            raise KeyError(name)
+        if self.host is None:
+            from generators.host import Host
+
+            self.host = Host(device=self.device)
+            if self.events is not None:
+                bus = self.events
+                self.host.subscribe(lambda batch: bus.emit("batch", "", **vars(batch)))
+        return getattr(self.host, name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.NAMES)
+
+    def __len__(self) -> int:
+        return len(self.NAMES)
+
+    async def aclose(self) -> None:
+        if self.host is not None:
+            await self.host.aclose()
+
+
+def default_engine(store: str | Path | Store | None = ":memory:", *, device: str | None = None,
+                   max_concurrency: int = 256) -> Engine:
+    """The engine the CLI uses: a store plus this project's generators, loaded lazily."""
+    engine = Engine(store, max_concurrency=max_concurrency)
+    engine.generators = ProjectGenerators(device, engine.events)
+    return engine

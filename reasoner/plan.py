@@ -127,10 +127,7 @@ def _make_step(
         raise PlanError(f"{where}: a step name must be non-empty and must not contain '/'")
     if not inspect.iscoroutinefunction(fn):
         raise PlanError(f"{where}: steps must be async functions (async def)")
-    try:
-        hints = typing.get_type_hints(base)
-    except NameError as exc:
-        raise PlanError(f"{where}: cannot resolve an annotation: {exc}") from exc
+    hints = _type_hints(base, where)
     output = hints.get("return")
     if not (isinstance(output, type) and issubclass(output, BaseModel)):
         raise PlanError(
@@ -163,6 +160,21 @@ def _make_step(
         step_name, fn, output, options, annotations, frozenset(defaults), explicit, template,
         takes_ctx=takes_ctx,
     )
+
+
+def _type_hints(fn: Callable[..., Any], where: str) -> dict[str, Any]:
+    """Resolve annotations, also string ones naming classes local to the defining function."""
+    try:
+        return typing.get_type_hints(fn)
+    except NameError as exc:
+        error = exc
+    frame = sys._getframe(1)
+    while frame is not None:  # the plan may be built inside a function (tests, notebooks)
+        try:
+            return typing.get_type_hints(fn, localns=frame.f_locals)
+        except NameError:
+            frame = frame.f_back  # type: ignore[assignment]
+    raise PlanError(f"{where}: cannot resolve an annotation: {error}") from error
 
 
 def _type_name(tp: Any) -> str:
@@ -420,7 +432,8 @@ class Plan:
         graph = self.validate()
         lines = [f'digraph "{self.name}" {{', "    rankdir=TB;", "    input [shape=oval];"]
         for name in graph.nodes:
-            lines.append(f'    "{name}" [shape=box, label="{name}\\n{self.steps[name].output.__name__}"];')
+            label = f"{name}\\n{self.steps[name].output.__name__}"
+            lines.append(f'    "{name}" [shape=box, label="{label}"];')
             if any(b.source == "input" for b in self.bindings(name)):
                 lines.append(f'    input -> "{name}";')
         for src, dst, data in graph.edges(data=True):

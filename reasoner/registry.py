@@ -47,7 +47,9 @@ def load_plan(ref: str) -> Plan:
         try:
             module = importlib.import_module(module_name)
         except ImportError as exc:
-            raise UnknownPlanError(f"cannot import module {module_name!r} for plan {ref!r}: {exc}") from exc
+            raise UnknownPlanError(
+                f"cannot import module {module_name!r} for plan {ref!r}: {exc}"
+            ) from exc
         candidate = getattr(module, attribute, None)
         if not isinstance(candidate, Plan):  # the attribute may be the plan's name instead
             candidate = next(
