@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from reasoner._exceptions import GeneratorMissingError, InputError
+from reasoner._exceptions import GeneratorMissingError, InputError, StoreError
 from reasoner.events import EventBus, Listener
 from reasoner.executor import Execution
 from reasoner.plan import Plan
@@ -67,6 +67,29 @@ class Engine:
         self.generators: Mapping[str, Any] = generators if generators is not None else {}
         self.limit = asyncio.Semaphore(max_concurrency)  # steps running at once, all runs
         self.events = EventBus()
+        self._commit: asyncio.Future[None] | None = None
+
+    async def committed(self) -> None:
+        """Return once everything written so far is committed.
+
+        The commit runs at the end of the current loop tick, so every step that
+        finished in that tick, in any run, shares one commit.
+        """
+        if self._commit is None:
+            loop = asyncio.get_running_loop()
+            self._commit = loop.create_future()
+            loop.call_soon(self._flush)
+        await asyncio.shield(self._commit)  # one waiter's cancellation must not cancel the rest
+
+    def _flush(self) -> None:
+        future, self._commit = self._commit, None
+        assert future is not None
+        try:
+            self.store.commit()
+        except Exception as exc:
+            future.set_exception(StoreError(f"cannot commit to the store: {exc}"))
+        else:
+            future.set_result(None)
 
     def subscribe(self, listener: Listener) -> Any:
         """Call `listener(event)` for every event; returns a function that unsubscribes."""

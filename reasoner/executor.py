@@ -12,8 +12,9 @@ How a run proceeds:
   nearest ancestor that allows it, regenerates it and re-runs everything
   below, within the run's backtrack budget. When nothing is left, the node
   fails, the nodes below it are skipped, and independent branches go on.
-- A success is committed to the store (attempt, node state, spawned
-  children) before any dependant starts, so a killed run resumes exactly.
+- A success is committed to the store (its attempt row, and the rows of any
+  children it spawned) before any dependant starts, so a killed run resumes
+  exactly. Steps finishing in the same loop tick, in any run, share a commit.
 All node tasks live in one TaskGroup owned by `Execution.execute`: a
 cancelled run cancels and awaits them all, and nothing outlives the run.
 """
@@ -21,7 +22,6 @@ cancelled run cancels and awaits them all, and nothing outlives the run.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 import traceback
 from typing import TYPE_CHECKING, Any
@@ -32,7 +32,14 @@ from reasoner._exceptions import OutputError
 from reasoner.checks import Result
 from reasoner.context import Context, derive_seed
 from reasoner.plan import CTX, OUTPUT_NAMES, Binding, Plan, Step
-from reasoner.records import AttemptRecord, BacktrackRecord, CheckRecord, NodeRecord, RunRecord
+from reasoner.records import (
+    AttemptRecord,
+    BacktrackRecord,
+    CheckRecord,
+    NodeRecord,
+    RunRecord,
+    Status,
+)
 from reasoner.run import Run, StepRun
 from reasoner.store import StoredRun, dump_output, load_output
 
@@ -41,33 +48,38 @@ if TYPE_CHECKING:
 
 
 class _Node:
-    """A node of the live graph: its step, its state record and its output."""
+    """A node of the live graph: its step, where it stands, and its output."""
 
-    __slots__ = ("name", "step", "bindings", "record", "output", "payload", "task",
-                 "producers", "dependants", "children", "parent")
+    __slots__ = ("name", "step", "bindings", "producers", "dependants", "children", "parent",
+                 "payload", "generation", "status", "attempts", "ordinal", "output", "task")
 
-    def __init__(self, name: str, step: Step, bindings: tuple[Binding, ...], record: NodeRecord):
+    def __init__(self, name: str, step: Step, bindings: tuple[Binding, ...],
+                 producers: tuple[str, ...], dependants: tuple[str, ...]) -> None:
         self.name = name
         self.step = step
         self.bindings = bindings
-        self.record = record
-        self.output: BaseModel | None = None
-        self.payload: BaseModel | None = None
-        self.task: asyncio.Task[None] | None = None
-        self.producers: tuple[str, ...] = ()
-        self.dependants: list[str] = []
+        self.producers = producers
+        self.dependants = dependants
         self.children: list[str] = []
         self.parent: str | None = None
+        self.payload: BaseModel | None = None
+        self.generation = 0
+        self.status: Status = "pending"
+        self.attempts = 0  # in the current generation
+        self.ordinal = 0
+        self.output: BaseModel | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    def record(self) -> NodeRecord:
+        return NodeRecord(
+            name=self.name, template=self.step.name if self.parent else None, parent=self.parent,
+            payload=self.payload.model_dump_json() if self.payload is not None else None,
+            generation=self.generation, status=self.status, ordinal=self.ordinal,
+        )
 
 
-def _producers(bindings: tuple[Binding, ...]) -> tuple[str, ...]:
-    names: list[str] = []
-    for b in bindings:
-        if b.source == "step":
-            names.append(b.ref)  # type: ignore[arg-type]
-        elif b.source == "steps":
-            names.extend(b.ref)
-    return tuple(dict.fromkeys(names))
+def _payload_type(step: Step) -> type[BaseModel]:
+    return next(a for p, a in step.annotations.items() if p not in step.defaults)
 
 
 class Execution:
@@ -94,52 +106,48 @@ class Execution:
         self._tg: asyncio.TaskGroup | None = None
         limit = record.concurrency or plan.concurrency
         self._run_limit = asyncio.Semaphore(limit) if limit else None
-        graph = plan.validate()
-        for name in plan.steps:
-            node = self._add_node(name, plan.steps[name], NodeRecord(name=name))
-            node.dependants = list(graph.successors(name))
+        for name, step in plan.steps.items():
+            self.nodes[name] = _Node(name, step, plan.bindings(name), plan.producers(name),
+                                     plan.dependants(name))
         if stored is not None:
             self._restore(stored)
 
-    # ------------------------------------------------------------------ graph
-    def _add_node(self, name: str, step: Step, record: NodeRecord) -> _Node:
-        node = _Node(name, step, self.plan.bindings(step.name), record)
-        node.producers = () if step.template else _producers(node.bindings)
-        self.nodes[name] = node
-        return node
-
     def _restore(self, stored: StoredRun) -> None:
-        """Rebuild the live graph and outputs from what a store committed."""
-        outputs = {a.id: a.output for a in stored.attempts}
+        """Rebuild the live graph, statuses and outputs from what a store committed."""
         for attempt in stored.attempts:
             self.history.setdefault(attempt.record.node, []).append(attempt.record)
         self.backtracks = list(stored.backtracks)
-        for record in sorted(stored.nodes.values(), key=lambda r: r.ordinal):
-            if record.template is not None:
-                step = self.plan.templates[record.template]
-                node = self._add_node(record.name, step, record)
-                node.parent = record.parent
-                node.payload = self._payload_type(step).model_validate_json(record.payload or "{}")
-                self.nodes[record.parent].children.append(record.name)  # type: ignore[index]
-                self._ordinal = max(self._ordinal, record.ordinal)
-            else:
-                node = self.nodes[record.name]
-                node.record = record
-            # Attempts that were recorded but whose success never committed still count.
-            node.record.attempts = sum(
-                1 for a in self.history.get(record.name, []) if a.generation == record.generation
-            )
-            if record.status == "succeeded" and record.output_attempt is not None:
-                text = outputs.get(record.output_attempt)
-                node.output = load_output(node.step.output, text or "{}", stored.blobs)
-        for name, node in self.nodes.items():
-            if name not in stored.nodes:  # never committed: count its generation-0 attempts
-                node.record.attempts = sum(1 for a in self.history.get(name, []) if a.generation == 0)
+        rows = sorted(stored.nodes.values(), key=lambda r: r.ordinal)
+        for row in rows:
+            if row.template is not None and row.parent is not None:
+                self._spawn(self.nodes[row.parent], self.plan.templates[row.template],
+                            row.name, _payload_type(self.plan.templates[row.template])
+                            .model_validate_json(row.payload or "{}"), row.generation)
+                self._ordinal = max(self._ordinal, row.ordinal)
+                self.nodes[row.name].ordinal = row.ordinal
+        for row in rows:
+            node = self.nodes[row.name]
+            node.generation = row.generation
+            if row.status in ("failed", "skipped"):
+                node.status = row.status
+        for attempt in stored.attempts:  # a succeeded attempt of the current generation stands
+            node = self.nodes.get(attempt.record.node)
+            if node is None or attempt.record.generation != node.generation:
+                continue
+            node.attempts += 1
+            if attempt.record.status == "succeeded":
+                node.status = "succeeded"
+                node.output = load_output(node.step.output, attempt.output or "{}", stored.blobs)
 
-    @staticmethod
-    def _payload_type(step: Step) -> type[BaseModel]:
-        return next(a for p, a in step.annotations.items() if p not in step.defaults)
+    def _spawn(self, parent: _Node, template: Step, name: str, payload: BaseModel,
+               generation: int) -> _Node:
+        child = _Node(name, template, self.plan.bindings(template.name), (), ())
+        child.parent, child.payload, child.generation = parent.name, payload, generation
+        self.nodes[name] = child
+        parent.children.append(name)
+        return child
 
+    # ------------------------------------------------------------ graph walks
     def _ancestors_nearest_first(self, name: str) -> list[str]:
         seen, order, frontier = {name}, [], [name]
         while frontier:
@@ -158,7 +166,7 @@ class Execution:
         seen, order, stack = {name}, [], [name]
         while stack:
             node = self.nodes[stack.pop()]
-            for child in node.dependants + node.children:
+            for child in (*node.dependants, *node.children):
                 if child not in seen:
                     seen.add(child)
                     order.append(child)
@@ -167,10 +175,9 @@ class Execution:
 
     def _subtree(self, node: _Node) -> str:
         """'open' while anything spawned below is unfinished, else 'ok' or 'failed'."""
-        status = node.record.status
-        if status in ("failed", "skipped"):
+        if node.status in ("failed", "skipped"):
             return "failed"
-        if status != "succeeded":
+        if node.status != "succeeded":
             return "open"
         state = "ok"
         for child_name in node.children:
@@ -204,25 +211,30 @@ class Execution:
             self.store.commit()
         return self._finish()
 
-    def _schedule(self, names: list[str]) -> None:
+    def _schedule(self, names: list[str] | tuple[str, ...]) -> None:
         """Start every listed pending node whose producers are done; skip doomed ones."""
         for name in names:
             node = self.nodes.get(name)
-            if node is None or node.record.status != "pending":
+            if node is None or node.status != "pending":
                 continue
-            states = [self._subtree(self.nodes[p]) for p in node.producers]
-            if "failed" in states:
-                self._skip(node)
-            elif all(s == "ok" for s in states):
-                node.record.status = "running"
+            ready = True
+            for producer in node.producers:
+                state = self._subtree(self.nodes[producer])
+                if state == "failed":
+                    self._mark(node, "skipped")
+                    self.bus.emit("step_skipped", self.record.run_id, node.name)
+                    self._after(node)
+                    ready = False
+                    break
+                ready = ready and state == "ok"
+            if ready:
+                node.status = "running"
                 assert self._tg is not None
-                node.task = self._tg.create_task(self._attempts(node, node.record.generation))
+                node.task = self._tg.create_task(self._attempts(node, node.generation))
 
-    def _skip(self, node: _Node) -> None:
-        node.record.status = "skipped"
-        self.store.put_node(self.record.run_id, node.record)
-        self.bus.emit("step_skipped", self.record.run_id, node.name)
-        self._after(node)
+    def _mark(self, node: _Node, status: Status) -> None:
+        node.status = status
+        self.store.put_node(self.record.run_id, node.record())
 
     def _after(self, node: _Node) -> None:
         """A node changed state: look at whatever waits on it or on its spawn root."""
@@ -246,21 +258,27 @@ class Execution:
 
     async def _attempts(self, node: _Node, generation: int) -> None:
         """The attempt loop of one node in one generation."""
-        step, run_id = node.step, self.record.run_id
+        step, run_id, engine = node.step, self.record.run_id, self.engine
+        durable, bus = self.store.durable, self.bus
+        wants_ctx = step.takes_ctx or any(CTX in check.params for check in step.checks)
         kwargs = self._kwargs(node)
-        self.bus.emit("step_started", run_id, node.name, generation=generation)
+        if bus.active:
+            bus.emit("step_started", run_id, node.name, generation=generation)
         while True:
-            node.record.attempts += 1
-            attempt = node.record.attempts
+            node.attempts += 1
+            attempt = node.attempts
             seed = derive_seed(self.record.seed, node.name, generation, attempt)
-            ctx = Context(run_id, step, node.name, seed, attempt, generation,
-                          self.engine.generators, self)
+            ctx = (Context(run_id, step, node.name, seed, attempt, generation,
+                           engine.generators, self) if wants_ctx else None)
             started, clock = time.time(), time.perf_counter()
             output: BaseModel | None = None
             checks: list[CheckRecord] = []
             error = trace = None
+            if self._run_limit is not None:
+                await self._run_limit.acquire()
             try:
-                async with self._limits():
+                await engine.limit.acquire()
+                try:
                     if step.takes_ctx:
                         kwargs[CTX] = ctx
                     if step.options.timeout is None:
@@ -268,37 +286,46 @@ class Execution:
                     else:
                         async with asyncio.timeout(step.options.timeout):
                             raw = await step.fn(**kwargs)
-                    output = self._coerce(step, node.name, raw)
+                    output = raw if isinstance(raw, step.output) else self._coerce(node, raw)
                     if step.checks:
                         checks = await self._check(node, kwargs, output, ctx)
-            except TimeoutError:
-                error = f"timed out after {step.options.timeout} s"
-                trace = traceback.format_exc()
-            except Exception as exc:  # a step's failure is data, never the engine's crash
-                error = f"{type(exc).__name__}: {exc}"
-                trace = traceback.format_exc()
-            if node.record.generation != generation or self.nodes.get(node.name) is not node:
+                except TimeoutError:
+                    error = f"timed out after {step.options.timeout} s"
+                    trace = traceback.format_exc()
+                except Exception as exc:  # a step's failure is data, never the engine's crash
+                    error = f"{type(exc).__name__}: {exc}"
+                    trace = traceback.format_exc()
+                finally:
+                    engine.limit.release()
+            finally:
+                if self._run_limit is not None:
+                    self._run_limit.release()
+            if node.generation != generation or self.nodes.get(node.name) is not node:
                 return  # superseded by a backtrack while the step swallowed its cancellation
             passed = error is None and all(c.passed for c in checks)
             text, blobs = None, {}
-            if output is not None and self.store.durable:
+            if output is not None and durable:
                 try:
                     text, blobs = dump_output(output)
                 except Exception as exc:
-                    error = (
-                        f"OutputError: cannot store the output of step {node.name!r}: {exc} "
-                        f"(annotate image fields reasoner.Image and tensors reasoner.Array)"
-                    )
+                    error = (f"OutputError: cannot store the output of step {node.name!r}: {exc} "
+                             f"(annotate image fields reasoner.Image and tensors reasoner.Array)")
                     passed, trace = False, traceback.format_exc()
-            record = AttemptRecord.model_construct(
-                node=node.name, generation=generation, attempt=attempt, seed=seed,
-                status="succeeded" if passed else "failed", checks=checks, error=error,
-                traceback=trace, started_at=started, duration_s=time.perf_counter() - clock,
+            record = AttemptRecord(
+                node.name, generation, attempt, seed, "succeeded" if passed else "failed",
+                checks, error, trace, started, time.perf_counter() - clock,
             )
             self.history.setdefault(node.name, []).append(record)
-            attempt_id = self.store.add_attempt(run_id, record, text, blobs)
+            self.store.add_attempt(run_id, record, text, blobs)
             if passed:
-                self._succeeded(node, output, attempt_id, ctx)  # type: ignore[arg-type]
+                for child, template, payload in ctx._spawned if ctx else ():  # same commit
+                    self._ordinal += 1
+                    spawned = self._spawn(node, template, child, payload, generation)
+                    spawned.ordinal = self._ordinal
+                    self.store.put_node(run_id, spawned.record())
+                if durable:
+                    await engine.committed()  # durable before any dependant starts
+                self._succeeded(node, output)  # type: ignore[arg-type]
                 return
             self.bus.emit("attempt_failed", run_id, node.name, attempt=attempt, seed=seed,
                           reason=record.reason)
@@ -307,27 +334,17 @@ class Execution:
                 return
             self.bus.emit("step_retried", run_id, node.name, attempt=attempt + 1)
 
-    @contextlib.asynccontextmanager
-    async def _limits(self) -> Any:
-        if self._run_limit is None:
-            async with self.engine.limit:
-                yield
-        else:
-            async with self._run_limit, self.engine.limit:
-                yield
-
     @staticmethod
-    def _coerce(step: Step, name: str, raw: Any) -> BaseModel:
-        if isinstance(raw, step.output):
-            return raw
+    def _coerce(node: _Node, raw: Any) -> BaseModel:
         if isinstance(raw, dict):
-            return step.output.model_validate(raw)  # a ValidationError is a failed attempt
+            return node.step.output.model_validate(raw)  # a ValidationError fails the attempt
         raise OutputError(
-            f"step {name!r} returned {type(raw).__name__}, expected {step.output.__name__}"
+            f"step {node.name!r} returned {type(raw).__name__}, expected "
+            f"{node.step.output.__name__}"
         )
 
     async def _check(
-        self, node: _Node, kwargs: dict[str, Any], output: BaseModel, ctx: Context
+        self, node: _Node, kwargs: dict[str, Any], output: BaseModel, ctx: Context | None
     ) -> list[CheckRecord]:
         records = []
         for check in node.step.checks:
@@ -347,37 +364,25 @@ class Execution:
                     result = Result(passed=result, score=float(result))
                 if not isinstance(result, Result):
                     raise OutputError(f"returned {type(result).__name__}, not checks.Result")
-                record = CheckRecord(name=check.name, passed=result.passed, score=result.score,
-                                     reason=result.reason)
+                record = CheckRecord(check.name, result.passed, result.score, result.reason)
             except Exception as exc:  # a broken check fails the attempt, not the run
-                record = CheckRecord(name=check.name, passed=False, score=0.0,
-                                     reason=f"check raised {type(exc).__name__}: {exc}")
+                record = CheckRecord(check.name, False, 0.0,
+                                     f"check raised {type(exc).__name__}: {exc}")
             records.append(record)
-            self.bus.emit("check", self.record.run_id, node.name, **record.model_dump())
+            self.bus.emit("check", self.record.run_id, node.name, name=record.name,
+                          passed=record.passed, score=record.score, reason=record.reason)
         return records
 
     # -------------------------------------------------------------- outcomes
-    def _succeeded(self, node: _Node, output: BaseModel, attempt_id: int | None, ctx: Context) -> None:
-        run_id = self.record.run_id
+    def _succeeded(self, node: _Node, output: BaseModel) -> None:
         node.output = output
-        node.record.status = "succeeded"
-        node.record.output_attempt = attempt_id
+        node.status = "succeeded"
         node.task = None
-        for child_name, template, payload in ctx._spawned:
-            self._ordinal += 1
-            record = NodeRecord(name=child_name, template=template.name, parent=node.name,
-                                payload=payload.model_dump_json(), generation=node.record.generation,
-                                ordinal=self._ordinal)
-            child = self._add_node(child_name, template, record)
-            child.parent, child.payload = node.name, payload
-            node.children.append(child_name)
-            self.store.put_node(run_id, record)
-        self.store.put_node(run_id, node.record)
-        self.store.commit()  # durable before any dependant starts
-        self.bus.emit("step_succeeded", run_id, node.name, attempts=node.record.attempts)
+        if self.bus.active:
+            self.bus.emit("step_succeeded", self.record.run_id, node.name, attempts=node.attempts)
         if node.children:
-            self.bus.emit("spawned", run_id, node.name, children=list(node.children))
-            self._schedule(list(node.children))
+            self.bus.emit("spawned", self.record.run_id, node.name, children=list(node.children))
+            self._schedule(node.children)
         self._after(node)
 
     def _exhausted(self, node: _Node, reason: str) -> None:
@@ -385,11 +390,10 @@ class Execution:
         if len(self.backtracks) < self.record.max_backtracks:
             for candidate in self._ancestors_nearest_first(node.name):
                 target = self.nodes[candidate]
-                if target.step.options.backtrack and target.record.status == "succeeded":
+                if target.step.options.backtrack and target.status == "succeeded":
                     self._backtrack(node, target, reason)
                     return
-        node.record.status = "failed"
-        self.store.put_node(self.record.run_id, node.record)
+        self._mark(node, "failed")
         self.store.commit()
         self.bus.emit("step_failed", self.record.run_id, node.name, reason=reason)
         self._after(node)
@@ -401,10 +405,9 @@ class Execution:
                                    at=time.time())
         self.backtracks.append(decision)
         self.store.add_backtrack(run_id, len(self.backtracks), decision)
-        affected = [target.name, *self._descendants(target.name)]
         removed: list[str] = []
         current = asyncio.current_task()
-        for name in affected:
+        for name in [target.name, *self._descendants(target.name)]:
             node = self.nodes[name]
             if node.task is not None and node.task is not current:
                 node.task.cancel()
@@ -414,11 +417,9 @@ class Execution:
                 continue
             node.children = []
             node.output = None
-            node.record = node.record.model_copy(update={
-                "generation": node.record.generation + 1, "status": "pending", "attempts": 0,
-                "output_attempt": None,
-            })
-            self.store.put_node(run_id, node.record)
+            node.generation += 1
+            node.attempts = 0
+            self._mark(node, "pending")
         for name in removed:
             del self.nodes[name]
         self.store.delete_nodes(run_id, removed)
@@ -431,12 +432,11 @@ class Execution:
     def _finish(self) -> Run:
         record = self.record
         failed = sorted(
-            (n for n in self.nodes.values()
-             if n.record.status == "failed" and n.step.options.required),
+            (n for n in self.nodes.values() if n.status == "failed" and n.step.options.required),
             key=lambda n: self.history[n.name][-1].started_at,
         )
         errors = [f"step {n.name!r} failed: {self.history[n.name][-1].reason}" for n in failed]
-        stuck = [n.name for n in self.nodes.values() if n.record.status in ("pending", "running")]
+        stuck = [n.name for n in self.nodes.values() if n.status in ("pending", "running")]
         if stuck:  # only a cancelled run ends this way
             errors.append(f"steps did not finish: {', '.join(stuck)}")
         record.status = "failed" if errors else "succeeded"
@@ -449,16 +449,10 @@ class Execution:
 
     def to_run(self) -> Run:
         steps = {
-            name: StepRun.model_construct(
-                name=name, status=node.record.status, generation=node.record.generation,
-                attempts=self.history.get(name, []), output=node.output,
-                template=node.record.template, parent=node.parent,
-            )
+            name: StepRun(name, node.status, node.generation, self.history.get(name, []),
+                          node.output, node.step.name if node.parent else None, node.parent)
             for name, node in self.nodes.items()
         }
         r = self.record
-        return Run.model_construct(
-            run_id=r.run_id, plan=r.plan, status=r.status, seed=r.seed, input=self.input,
-            error=r.error, steps=steps, backtracks=self.backtracks, created_at=r.created_at,
-            finished_at=r.finished_at,
-        )
+        return Run(r.run_id, r.plan, r.status, r.seed, self.input, steps, self.backtracks,
+                   r.created_at, r.error, r.finished_at)

@@ -204,6 +204,8 @@ class Plan:
         self.templates: dict[str, Step] = {}
         self._planner: Callable[[Plan, Any], None] | None = None
         self._bindings: dict[str, tuple[Binding, ...]] | None = None
+        self._dependants: dict[str, tuple[str, ...]] = {}
+        self._producers: dict[str, tuple[str, ...]] = {}
         self._graph: nx.DiGraph | None = None
         self.module = sys._getframe(1).f_globals.get("__name__", "")  # for resume by reference
 
@@ -397,6 +399,8 @@ class Plan:
             path = " -> ".join([edge[0] for edge in cycle] + [cycle[0][0]])
             raise PlanError(f"plan {self.name!r} has a cycle: {path}")
         self._bindings = bindings
+        self._dependants = {name: tuple(graph.successors(name)) for name in graph.nodes}
+        self._producers = {name: tuple(dict.fromkeys(graph.predecessors(name))) for name in graph.nodes}
         self._graph = graph
         return graph
 
@@ -409,9 +413,15 @@ class Plan:
         assert self._bindings is not None
         return self._bindings[step]
 
-    def step_for(self, name: str) -> Step:
-        """The step (or template) behind a live node name such as `search/a/b`."""
-        return self.steps.get(name) or self.templates[name]
+    def dependants(self, step: str) -> tuple[str, ...]:
+        """The steps that take `step`'s output, in the order they were added."""
+        self.validate()
+        return self._dependants[step]
+
+    def producers(self, step: str) -> tuple[str, ...]:
+        """The steps whose outputs `step` takes."""
+        self.validate()
+        return self._producers[step]
 
     # ------------------------------------------------------------- rendering
     def mermaid(self) -> str:

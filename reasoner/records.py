@@ -7,33 +7,41 @@ is stored once, as its own model's JSON, next to the attempt that made it.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, TypeAdapter
 
 Status = Literal["pending", "running", "succeeded", "failed", "skipped"]
 
 
-class CheckRecord(BaseModel):
+@dataclass(slots=True)
+class CheckRecord:
     name: str
     passed: bool
     score: float
     reason: str = ""
 
 
-class AttemptRecord(BaseModel):
-    """One execution of a step: its seed, verdicts, error and timing."""
+@dataclass(slots=True)
+class AttemptRecord:
+    """One execution of a step: its seed, verdicts, error and timing.
+
+    A slotted dataclass rather than a model because the executor makes one per
+    step on its hot path; `ATTEMPT` (pydantic) serializes and validates it
+    where it crosses into and out of the store.
+    """
 
     node: str
     generation: int  # bumped each time backtracking regenerates the node or an ancestor
     attempt: int  # 1-based within the generation
     seed: int
     status: Literal["succeeded", "failed"]
-    checks: list[CheckRecord] = Field(default_factory=list)
+    checks: list[CheckRecord] = field(default_factory=list)
     error: str | None = None
     traceback: str | None = None
-    started_at: float
-    duration_s: float
+    started_at: float = 0.0
+    duration_s: float = 0.0
 
     @property
     def reason(self) -> str:
@@ -44,8 +52,16 @@ class AttemptRecord(BaseModel):
         return "; ".join(failed)
 
 
+ATTEMPT = TypeAdapter(AttemptRecord)
+CHECK = TypeAdapter(CheckRecord)
+
+
 class NodeRecord(BaseModel):
-    """The live state of one node of a run's graph (static step or spawned)."""
+    """A node's row: written when it is spawned, reset by a backtrack, fails or is skipped.
+
+    A success writes no node row: the succeeded attempt of the node's current
+    generation is the record of it, which keeps a step's commit to one row.
+    """
 
     name: str
     template: str | None = None  # set for spawned nodes
@@ -53,8 +69,6 @@ class NodeRecord(BaseModel):
     payload: str | None = None  # payload model JSON for spawned nodes
     generation: int = 0
     status: Status = "pending"
-    attempts: int = 0  # attempts made in this generation
-    output_attempt: int | None = None  # store id of the attempt whose output stands
     ordinal: int = 0  # spawn order, so a resumed run rebuilds the graph in the same order
 
 

@@ -7,17 +7,15 @@ decisions taken. `to_json()` is the shape `reasoner ... --json` prints.
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from typing import Any
-
-from pydantic import BaseModel, ConfigDict
 
 from reasoner.records import AttemptRecord, BacktrackRecord, CheckRecord, Status
 
 
-class StepRun(BaseModel):
+@dataclass
+class StepRun:
     """One node of a finished (or interrupted) run."""
-
-    model_config = ConfigDict(arbitrary_types_allowed=True)
 
     name: str
     status: Status
@@ -37,18 +35,19 @@ class StepRun(BaseModel):
         return [a.seed for a in self.attempts]
 
 
-class Run(BaseModel):
-    model_config = ConfigDict(arbitrary_types_allowed=True)
+@dataclass
+class Run:
+    """A run's outcome; its records are the same the store keeps."""
 
     run_id: str
     plan: str
     status: Status
     seed: int
     input: Any  # the plan's input model
-    error: str | None = None
     steps: dict[str, StepRun]
     backtracks: list[BacktrackRecord]
     created_at: float
+    error: str | None = None
     finished_at: float | None = None
 
     def output(self, step: str) -> Any:
@@ -76,7 +75,7 @@ class Run(BaseModel):
                 "status": node.status,
                 "attempts": len(node.attempts),
                 "output": None if node.output is None else node.output.model_dump(mode="json"),
-                "checks": [c.model_dump() for c in node.checks],
+                "checks": [asdict(c) for c in node.checks],
             }
             if node.status == "failed" and node.attempts:
                 steps[name]["error"] = node.attempts[-1].reason

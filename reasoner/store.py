@@ -24,7 +24,7 @@ from pydantic import BaseModel
 
 from reasoner._exceptions import StoreError
 from reasoner.arrays import BLOB_KEY, decode_blob
-from reasoner.records import AttemptRecord, BacktrackRecord, NodeRecord, RunRecord, Status
+from reasoner.records import ATTEMPT, AttemptRecord, BacktrackRecord, NodeRecord, RunRecord, Status
 
 SCHEMA_VERSION = 1
 
@@ -187,7 +187,7 @@ class SQLiteStore(Store):
             )
         cursor = self._db.execute(
             "INSERT INTO attempts (run_id, node, record, output) VALUES (?, ?, ?, ?)",
-            (run_id, record.node, record.model_dump_json(), output),
+            (run_id, record.node, ATTEMPT.dump_json(record), output),
         )
         return cursor.lastrowid
 
@@ -217,7 +217,7 @@ class SQLiteStore(Store):
             )
         }
         attempts = [
-            StoredAttempt(id, AttemptRecord.model_validate_json(text), output)
+            StoredAttempt(id, ATTEMPT.validate_json(text), output)
             for id, text, output in self._db.execute(
                 "SELECT id, record, output FROM attempts WHERE run_id=? ORDER BY id", (run_id,)
             )

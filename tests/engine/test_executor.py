@@ -365,9 +365,10 @@ async def test_cancelling_a_run_leaves_no_orphan_tasks(tmp_path) -> None:  # noq
     with pytest.raises(asyncio.CancelledError):
         await job
     assert set(asyncio.all_tasks()) == before
-    stored = engine.store.load("r1")
-    assert stored.record.status == "running"  # resumable
-    assert stored.nodes["quick"].status == "succeeded"
+    stored = engine.load("r1", plan)
+    assert stored.status == "running"  # resumable
+    assert stored.steps["quick"].status == "succeeded"
+    assert {stored.steps[f"hang{i}"].status for i in range(5)} == {"pending"}
 
 
 async def test_generators_reach_steps_through_ctx() -> None:

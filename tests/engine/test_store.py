@@ -70,7 +70,7 @@ async def test_resume_after_cancel_recomputes_nothing_committed(tmp_path: Path, 
     job.cancel()
     with pytest.raises(asyncio.CancelledError):
         await job
-    committed = {n for n, r in engine.store.load("cut").nodes.items() if r.status == "succeeded"}
+    committed = {n for n, s in engine.load("cut").steps.items() if s.status == "succeeded"}
     assert {"start", "hop0", "hop1"} <= committed and "picture" not in committed
 
     resumed = await engine.resume("cut")
@@ -98,12 +98,12 @@ def test_resume_after_kill_minus_9(tmp_path: Path) -> None:
     process.wait()
     assert process.returncode == -signal.SIGKILL
 
-    store = SQLiteStore(db)
-    (record,) = store.runs()
+    engine = Engine(db)
+    (record,) = engine.runs()
     assert record.status == "running"
-    committed = {n for n, r in store.load(record.run_id).nodes.items() if r.status == "succeeded"}
+    committed = {n for n, s in engine.load(record.run_id).steps.items() if s.status == "succeeded"}
     assert {"start", "hop0", "hop1"} <= committed and "hop4" not in committed
-    store.close()
+    engine.store.close()
     listed = subprocess.run([sys.executable, "-m", "reasoner", "runs", "--store", str(db), "--json"],
                             env=_env(log, 0), capture_output=True, text=True, check=True)
     assert json.loads(listed.stdout)["status"] == "running"
