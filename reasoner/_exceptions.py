@@ -33,3 +33,7 @@ class GeneratorMissingError(ReasonerError):
 
 class OutputError(ReasonerError):
     """Raised inside an attempt when a step returns the wrong type or an unstorable value."""
+
+
+class ExpressionError(ReasonerError, ValueError):
+    """Raised when text is not plain arithmetic (numbers, + - * /, parentheses) or overflows."""

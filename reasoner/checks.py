@@ -40,3 +40,15 @@ class Result(BaseModel):
             score=score,
             reason=f"{what} {score:.3f} {verdict} threshold {threshold:.3f}",
         )
+
+
+def arithmetic(reasoning: str, answer: int | None) -> Result:
+    """Every worked line 'a op b = c' holds exactly and `answer` follows from the last one.
+
+    The text is parsed with `ast` and computed with fractions; it is never
+    evaluated as Python (see `reasoner.arithmetic`).
+    """
+    from reasoner.arithmetic import verify
+
+    verdict = verify(reasoning, answer)
+    return Result(passed=verdict.passed, score=verdict.score, reason=verdict.reason)
