@@ -1,0 +1,174 @@
+"""verified-digits: solve a word problem, check the arithmetic, draw the answer by hand.
+
+1. `solve`: the language model reasons step by step and ends with an answer
+   (or, for `{"expression": ...}` input, the expression is computed exactly).
+   Checks: every worked line holds and the answer follows from them, parsed
+   with `ast` and computed with fractions, never `eval`; the answer is a
+   whole number that can be drawn. A failed check resamples the reasoning.
+2. `render`: the GAN draws each digit of the answer in one shared style.
+   Check: the classifier reads the same number back, each digit confidently;
+   a misread number is redrawn with a new seed.
+3. `harmonize`: the VAE encodes the digits, gives them one shared style
+   latent and decodes them. Check: the result still reads back; if it does
+   not, the engine backtracks into `render` for new digits.
+Output: the answer, the reasoning and the number as one PNG strip.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+from pydantic import BaseModel, Field, field_validator, model_validator
+
+from reasoner import Context, Image, Plan, checks
+from reasoner.arithmetic import evaluate, format_number
+
+CONFIDENCE = 0.9  # each digit must be read back with at least this probability
+MAX_ANSWER = 10**6 - 1  # six digits at most
+
+SYSTEM = (
+    "You are a careful math tutor. Solve the problem step by step. Write each calculation "
+    "on its own line as 'a + b = c', using only numbers and + - * /. "
+    "End with a last line 'Answer: N' where N is a whole number."
+)
+EXAMPLE = [
+    {"role": "user", "content": "Lily has 4 bags with 6 candies in each bag. She eats 5 candies. "
+                                "How many candies are left?"},
+    {"role": "assistant", "content": "4 * 6 = 24\n24 - 5 = 19\nAnswer: 19"},
+]
+_ANSWER = re.compile(r"(?:answer(?:\s+is)?\s*[:=]?|####)\s*\$?\s*(-?[\d,]*\d)", re.IGNORECASE)
+
+
+class Problem(BaseModel):
+    """A word problem (`question`), or an `expression` to compute and draw."""
+
+    question: str | None = Field(None, max_length=2000)
+    expression: str | None = Field(None, max_length=200)
+
+    @field_validator("question")
+    @classmethod
+    def _has_numbers(cls, question: str | None) -> str | None:
+        if question is not None and not re.search(r"\d", question):
+            raise ValueError("a question must contain at least one number, written in digits")
+        return question
+
+    @field_validator("expression")
+    @classmethod
+    def _is_arithmetic(cls, expression: str | None) -> str | None:
+        if expression is not None:
+            evaluate(expression)  # ExpressionError (a ValueError) says what is wrong
+        return expression
+
+    @model_validator(mode="after")
+    def _one_of(self) -> Problem:
+        if (self.question is None) == (self.expression is None):
+            raise ValueError("give exactly one of 'question' or 'expression'")
+        return self
+
+
+class Solution(BaseModel):
+    reasoning: str
+    answer: int
+
+
+class Digits(BaseModel):
+    labels: list[int]
+    images: list[Image]  # one (28, 28) image per digit
+
+
+class Rendered(BaseModel):
+    answer: int
+    reasoning: str
+    labels: list[int]
+    image: Image  # (28, 28 * len(labels)) strip of the harmonized digits
+
+
+plan = Plan("verified-digits", input=Problem, description=__doc__, max_backtracks=2)
+
+
+def parse_solution(text: str) -> Solution:
+    """Reasoning is the text; the answer is the last 'Answer: N' (or 'answer is N', '#### N')."""
+    found = _ANSWER.findall(text)
+    if not found:
+        raise ValueError("the reasoning ends without 'Answer: N'")
+    return Solution(reasoning=text.strip(), answer=int(found[-1].replace(",", "")))
+
+
+def digits_of(number: int) -> list[int]:
+    return [int(ch) for ch in str(number)]
+
+
+def as_floats(images: list[np.ndarray]) -> np.ndarray:
+    return np.stack(images).astype(np.float32) / 255.0  # (n, 28, 28) in [0, 1]
+
+
+async def read_back(ctx: Context, images: np.ndarray, labels: list[int]) -> checks.Result:
+    """The classifier must read every digit as its label with CONFIDENCE."""
+    reading = await ctx.classifier.classify(images)
+    confidence = [float(reading.probs[i, label]) for i, label in enumerate(labels)]
+    wrong = [
+        f"digit {i + 1} ({label}) read as {int(reading.labels[i])} "
+        f"(p={float(reading.probs[i].max()):.2f})"
+        for i, label in enumerate(labels)
+        if int(reading.labels[i]) != label or confidence[i] < CONFIDENCE
+    ]
+    score = min(confidence)
+    if wrong:
+        return checks.Result.fail("; ".join(wrong), score=score)
+    return checks.Result.ok(f"reads back {''.join(map(str, labels))} (min p={score:.2f})", score)
+
+
+@plan.step(retries=5, uses=["lm"], backtrack=False)
+async def solve(ctx, problem: Problem) -> Solution:
+    if problem.expression is not None:
+        value = evaluate(problem.expression)
+        if value.denominator != 1:
+            raise ValueError(f"{problem.expression} = {format_number(value)} is not whole")
+        return Solution(reasoning=f"{problem.expression} = {value}", answer=int(value))
+    generation = await ctx.lm.generate(
+        [*EXAMPLE, {"role": "user", "content": problem.question}],
+        system=SYSTEM, max_new_tokens=128, temperature=0.7, seed=ctx.seed,
+    )
+    return parse_solution(generation.text)
+
+
+@solve.check
+def arithmetic_holds(out: Solution) -> checks.Result:
+    return checks.arithmetic(out.reasoning, answer=out.answer)
+
+
+@solve.check
+def drawable(out: Solution) -> checks.Result:
+    if 0 <= out.answer <= MAX_ANSWER:
+        return checks.Result.ok(f"{len(str(out.answer))} digit(s) to draw")
+    return checks.Result.fail(f"answer {out.answer} is not a whole number from 0 to {MAX_ANSWER}")
+
+
+@plan.step(retries=4, uses=["gan", "classifier"])
+async def render(ctx, solve: Solution) -> Digits:
+    labels = digits_of(solve.answer)
+    images = await ctx.gan.generate(labels, seed=ctx.seed, shared_style=True)  # (n, 28, 28)
+    return Digits(labels=labels, images=list(images))
+
+
+@render.check
+async def render_reads_back(ctx, out: Digits) -> checks.Result:
+    return await read_back(ctx, as_floats(out.images), out.labels)
+
+
+@plan.step(uses=["vae", "classifier"])
+async def harmonize(ctx, solve: Solution, render: Digits) -> Rendered:
+    labels = render.labels
+    latents = await ctx.vae.encode(as_floats(render.images), labels)  # (n, z)
+    style = np.repeat(latents.mean(axis=0, keepdims=True), len(labels), axis=0)  # (n, z)
+    images = await ctx.vae.decode(style, labels)  # (n, 28, 28)
+    strip = np.concatenate(list(images), axis=1)  # (28, 28 * n)
+    return Rendered(answer=solve.answer, reasoning=solve.reasoning, labels=labels, image=strip)
+
+
+@harmonize.check
+async def harmonized_reads_back(ctx, out: Rendered) -> checks.Result:
+    n = len(out.labels)
+    images = out.image.reshape(28, n, 28).transpose(1, 0, 2).astype(np.float32) / 255.0
+    return await read_back(ctx, images, out.labels)  # (n, 28, 28) split back from the strip

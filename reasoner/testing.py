@@ -1,0 +1,232 @@
+"""Fast, deterministic fake generators with the interfaces of the real ones.
+
+Engine and plan tests run on these in milliseconds, without torch. They are
+coherent with each other, so chains behave like the real thing: the fake GAN
+draws seven-segment digits, the fake classifier reads them back by template
+matching, the fake VAE decodes a latent into the glyph of its (soft) label,
+and the fake embedder scores texts by the words they share. Each takes hooks
+to script failures (a misdrawn digit, a bad LM answer) for the failure paths.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel
+
+# Seven segments (a top, b top-right, c bottom-right, d bottom, e bottom-left, f top-left,
+# g middle) as (row0, col0, row1, col1) boxes on a 28x28 canvas.
+_SEGMENTS = {
+    "a": (4, 8, 7, 20),
+    "b": (4, 17, 14, 20),
+    "c": (14, 17, 24, 20),
+    "d": (21, 8, 24, 20),
+    "e": (14, 8, 24, 11),
+    "f": (4, 8, 14, 11),
+    "g": (12, 8, 15, 20),
+}
+_DIGITS = ["abcdef", "bc", "abged", "abgcd", "fgbc", "afgcd", "afgedc", "abc", "abcdefg", "abcdfg"]
+
+
+def glyph(digit: int) -> np.ndarray:
+    """The (28, 28) float32 seven-segment template of a digit."""
+    image = np.zeros((28, 28), np.float32)
+    for segment in _DIGITS[digit]:
+        r0, c0, r1, c1 = _SEGMENTS[segment]
+        image[r0:r1, c0:c1] = 1.0
+    return image
+
+
+_GLYPHS = np.stack([glyph(d) for d in range(10)])  # (10, 28, 28)
+
+
+def _stable(text: str) -> int:
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
+
+
+async def _tick() -> None:
+    await asyncio.sleep(0)  # a real generator always yields to the loop
+
+
+@dataclass
+class FakeGeneration:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str = "stop"
+
+
+def _prompt_text(prompt: str | Sequence[dict[str, str]]) -> str:
+    if isinstance(prompt, str):
+        return prompt
+    return "\n".join(message["content"] for message in prompt)
+
+
+class FakeLM:
+    """`generate` answers with `respond(prompt, seed)`; `score` prefers shared words."""
+
+    def __init__(self, respond: Callable[[str, int], str] | None = None) -> None:
+        self.respond = respond or (lambda prompt, seed: f"reply {seed % 1000} to: {prompt[-40:]}")
+        self.calls: list[tuple[str, int]] = []
+
+    async def generate(
+        self,
+        prompt: str | Sequence[dict[str, str]],
+        *,
+        max_new_tokens: int = 64,
+        temperature: float = 0.7,
+        top_p: float = 0.95,
+        stop: Sequence[str] | None = None,
+        seed: int = 0,
+        schema: type[BaseModel] | None = None,
+        system: str | None = None,
+    ) -> FakeGeneration:
+        await _tick()
+        text = _prompt_text(prompt)
+        self.calls.append((text, seed))
+        reply = self.respond(text, seed)
+        for marker in stop or ():
+            reply = reply.split(marker, 1)[0]
+        words = reply.split()
+        if len(words) > max_new_tokens:
+            reply, reason = " ".join(words[:max_new_tokens]), "length"
+        else:
+            reason = "stop"
+        if schema is not None:
+            schema.model_validate_json(reply)
+        return FakeGeneration(reply, len(text.split()), min(len(words), max_new_tokens), reason)
+
+    async def score(
+        self, prompt: str | Sequence[dict[str, str]], continuations: Sequence[str]
+    ) -> list[float]:
+        await _tick()
+        vocabulary = set(re.findall(r"\w+", _prompt_text(prompt).lower()))
+        return [
+            sum(word in vocabulary for word in re.findall(r"\w+", c.lower())) - 0.1 * len(c.split())
+            for c in continuations
+        ]
+
+
+class FakeGAN:
+    """Seven-segment digits with seeded noise; `misdraw(seed, label)` can swap a digit."""
+
+    def __init__(self, misdraw: Callable[[int, int], int | None] | None = None) -> None:
+        self.misdraw = misdraw
+        self.calls = 0
+
+    async def generate(
+        self, labels: Sequence[int], *, seed: int, shared_style: bool = True
+    ) -> np.ndarray:
+        await _tick()
+        self.calls += 1
+        rng = np.random.default_rng(seed)
+        drawn = []
+        for label in labels:
+            if not 0 <= int(label) <= 9:
+                raise ValueError(f"label {label} is not a digit 0-9")
+            swapped = self.misdraw(seed, int(label)) if self.misdraw else None
+            image = glyph(int(label) if swapped is None else swapped)
+            drawn.append(np.clip(image * 0.9 + rng.random((28, 28), np.float32) * 0.1, 0, 1))
+        return np.stack(drawn).astype(np.float32)  # (n, 28, 28)
+
+
+@dataclass
+class FakeClassification:
+    labels: np.ndarray  # (n,)
+    probs: np.ndarray  # (n, 10)
+
+
+class FakeClassifier:
+    """Reads images back by correlation with the seven-segment templates."""
+
+    async def classify(self, images: np.ndarray) -> FakeClassification:
+        await _tick()
+        flat = np.asarray(images, np.float32).reshape(len(images), -1)  # (n, 784)
+        templates = _GLYPHS.reshape(10, -1)
+        distance = ((flat[:, None, :] - templates[None]) ** 2).mean(-1)  # (n, 10)
+        logits = -distance * 250.0  # one segment apart is ~9 logits
+        probs = np.exp(logits - logits.max(1, keepdims=True))
+        probs /= probs.sum(1, keepdims=True)
+        return FakeClassification(probs.argmax(1), probs.astype(np.float32))
+
+
+class FakeVAE:
+    """A 16-d latent: a fixed projection of the image; decoding draws the (soft) label's glyph."""
+
+    z_dim = 16
+
+    def __init__(self) -> None:
+        self._projection = (
+            np.random.default_rng(0).standard_normal((784, self.z_dim)).astype(np.float32) / 28
+        )
+
+    async def encode(self, images: np.ndarray, labels: Sequence[int]) -> np.ndarray:
+        await _tick()
+        return np.asarray(images, np.float32).reshape(len(images), -1) @ self._projection  # (n, 16)
+
+    async def decode(self, latents: np.ndarray, labels: Sequence[int] | np.ndarray) -> np.ndarray:
+        await _tick()
+        soft = np.asarray(labels)
+        if soft.ndim == 1:
+            soft = np.eye(10, dtype=np.float32)[soft.astype(int)]
+        base = np.einsum("nk,khw->nhw", soft.astype(np.float32), _GLYPHS)  # (n, 28, 28)
+        style = np.tanh(np.asarray(latents, np.float32).sum(1))[:, None, None] * 0.05
+        return np.clip(base * 0.9 + style + 0.05, 0, 1).astype(np.float32)
+
+    async def interpolate(
+        self, a_latent: np.ndarray, b_latent: np.ndarray, steps: int, labels_a: int, labels_b: int
+    ) -> np.ndarray:
+        t = np.linspace(0.0, 1.0, steps, dtype=np.float32)[:, None]  # (steps, 1)
+        a, b = (
+            np.asarray(a_latent, np.float32).reshape(1, -1),
+            np.asarray(b_latent, np.float32).reshape(1, -1),
+        )
+        eye = np.eye(10, dtype=np.float32)
+        return await self.decode(a + t * (b - a), eye[labels_a] + t * (eye[labels_b] - eye[labels_a]))
+
+
+class FakeEmbedder:
+    """Hashed bag-of-words vectors: texts that share words are similar."""
+
+    dim = 384
+
+    async def embed(self, texts: Sequence[str]) -> np.ndarray:
+        await _tick()
+        vectors = np.zeros((len(texts), self.dim), np.float32)
+        for row, text in enumerate(texts):
+            for word in re.findall(r"\w+", text.lower()):
+                vectors[row, _stable(word) % self.dim] += 1.0
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        return vectors / np.where(norms == 0, 1.0, norms)
+
+    async def similarity(self, a: str, b: str) -> float:
+        vectors = await self.embed([a, b])
+        return float(vectors[0] @ vectors[1])
+
+
+def fake_generators(**overrides: Any) -> dict[str, Any]:
+    """All five fakes by their `ctx` names; pass e.g. `lm=FakeLM(respond)` to script one."""
+    generators: dict[str, Any] = {
+        "lm": FakeLM(),
+        "gan": FakeGAN(),
+        "vae": FakeVAE(),
+        "classifier": FakeClassifier(),
+        "embedder": FakeEmbedder(),
+    }
+    unknown = set(overrides) - set(generators)
+    if unknown:
+        raise KeyError(f"no fake generator named {sorted(unknown)}; fakes: {sorted(generators)}")
+    generators.update(overrides)
+    return generators
+
+
+def json_reply(model: BaseModel) -> str:
+    """A fake LM reply holding `model` as JSON, for schema-constrained steps."""
+    return json.dumps(model.model_dump(mode="json"))
