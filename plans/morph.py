@@ -56,7 +56,7 @@ class Frames(BaseModel):
     distances: list[float]  # between consecutive frames
     bound: float
     target_probs: list[float]  # p(target) per frame
-    labels: list[int]  # what the classifier reads in each frame
+    readings: list[int]  # the digit the classifier reads in each frame
 
 
 plan = Plan("morph", input=MorphInput, description=__doc__, max_backtracks=3)
@@ -109,13 +109,13 @@ async def frames(ctx, task: MorphInput, encode: Latents) -> Frames:
         distances=[float(d) for d in np.abs(np.diff(images, axis=0)).mean(axis=(1, 2))],
         bound=distance_bound(images[0], images[-1], task.frames),
         target_probs=[float(p) for p in reading.probs[:, task.target]],
-        labels=[int(v) for v in reading.labels],
+        readings=[int(v) for v in reading.labels],
     )
 
 
 @frames.check
 def ends_read_back(task: MorphInput, out: Frames) -> checks.Result:
-    first, last = out.labels[0], out.labels[-1]
+    first, last = out.readings[0], out.readings[-1]
     if (first, last) != (task.source, task.target):
         return checks.Result.fail(f"frames run from {first} to {last}, not "
                                   f"{task.source} to {task.target}")

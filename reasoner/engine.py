@@ -62,8 +62,10 @@ class Engine:
         *,
         generators: Mapping[str, Any] | None = None,
         max_concurrency: int = 256,
+        score_edges: bool = True,
     ) -> None:
         self.store = open_store(store)
+        self.score_edges = score_edges  # measure edge coherence when each run ends
         self.generators: Mapping[str, Any] = generators if generators is not None else {}
         self.limit = asyncio.Semaphore(max_concurrency)  # steps running at once, all runs
         self.events = EventBus()

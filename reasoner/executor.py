@@ -30,6 +30,7 @@ from pydantic import BaseModel
 
 from reasoner._exceptions import OutputError
 from reasoner.checks import Result
+from reasoner.coherence import EdgeScore, score_edge
 from reasoner.context import Context, derive_seed
 from reasoner.plan import CTX, OUTPUT_NAMES, Binding, Plan, Step
 from reasoner.records import (
@@ -102,6 +103,7 @@ class Execution:
         self.nodes: dict[str, _Node] = {}
         self.history: dict[str, list[AttemptRecord]] = {}
         self.backtracks: list[BacktrackRecord] = []
+        self.edges: list[EdgeScore] = []
         self._ordinal = 0
         self._tg: asyncio.TaskGroup | None = None
         limit = record.concurrency or plan.concurrency
@@ -117,6 +119,7 @@ class Execution:
         for attempt in stored.attempts:
             self.history.setdefault(attempt.record.node, []).append(attempt.record)
         self.backtracks = list(stored.backtracks)
+        self.edges = list(stored.edges)
         rows = sorted(stored.nodes.values(), key=lambda r: r.ordinal)
         for row in rows:
             if row.template is not None and row.parent is not None:
@@ -209,7 +212,33 @@ class Execution:
         finally:
             self._tg = None
             self.store.commit()
+        if self.engine.score_edges:
+            self.edges = await self._score_edges()
+            self.store.put_edges(self.record.run_id, self.edges)
         return self._finish()
+
+    async def _score_edges(self) -> list[EdgeScore]:
+        """Coherence of every edge whose ends both succeeded, measured concurrently."""
+        generators = self.engine.generators
+
+        async def one(producer: str, consumer: str) -> EdgeScore | None:
+            a, b = self.nodes[producer].output, self.nodes[consumer].output
+            if a is None or b is None:
+                return None
+            try:
+                found = await score_edge(generators, a, b, self.plan.edges.get((producer, consumer)))
+            except Exception as exc:  # a metric's failure is reported, never the run's
+                return EdgeScore(producer=producer, consumer=consumer, metric="error", score=0.0,
+                                 detail=f"{type(exc).__name__}: {exc}")
+            if found is None:
+                return None
+            metric, score, detail = found
+            return EdgeScore(producer=producer, consumer=consumer, metric=metric,
+                             score=max(0.0, min(1.0, score)), detail=detail)
+
+        pairs = [(p, c) for c in self.plan.steps for p in self.plan.producers(c)]
+        scored = await asyncio.gather(*(one(p, c) for p, c in pairs))
+        return [edge for edge in scored if edge is not None]
 
     def _schedule(self, names: list[str] | tuple[str, ...]) -> None:
         """Start every listed pending node whose producers are done; skip doomed ones."""
@@ -455,4 +484,4 @@ class Execution:
         }
         r = self.record
         return Run(r.run_id, r.plan, r.status, r.seed, self.input, steps, self.backtracks,
-                   r.created_at, r.error, r.finished_at)
+                   r.created_at, r.error, r.finished_at, self.edges)

@@ -202,6 +202,7 @@ class Plan:
         self.concurrency = concurrency
         self.steps: dict[str, Step] = {}
         self.templates: dict[str, Step] = {}
+        self.edges: dict[tuple[str, str], Callable[..., Any]] = {}  # custom coherence metrics
         self._planner: Callable[[Plan, Any], None] | None = None
         self._bindings: dict[str, tuple[Binding, ...]] | None = None
         self._dependants: dict[str, tuple[str, ...]] = {}
@@ -271,6 +272,20 @@ class Plan:
 
         return register(fn) if fn is not None else register
 
+    def edge(self, producer: str, consumer: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Declare how to score the edge producer -> consumer for coherence reports.
+
+        The metric is `async def metric(generators, producer_output, consumer_output)`
+        returning a score in [0, 1] or a `checks.Result`.
+        """
+
+        def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+            self.edges[(producer, consumer)] = fn
+            self._graph = None
+            return fn
+
+        return register
+
     def planner(self, fn: Callable[[Plan, Any], None]) -> Callable[[Plan, Any], None]:
         """Register `fn(plan, task)`, which adds the steps a given input needs."""
         self._planner = fn
@@ -296,6 +311,7 @@ class Plan:
         concrete.__dict__.update(self.__dict__)
         concrete.steps = dict(self.steps)
         concrete.templates = dict(self.templates)
+        concrete.edges = dict(self.edges)
         concrete._planner = None
         concrete._bindings = concrete._graph = None
         try:
@@ -391,6 +407,12 @@ class Plan:
             for name in step.options.uses:
                 if not name.isidentifier():
                     raise PlanError(f"step {step.name!r}: uses names {name!r}, not an identifier")
+        for producer, consumer in self.edges:
+            if not graph.has_edge(producer, consumer):
+                raise PlanError(
+                    f"plan {self.name!r} declares a metric for edge {producer!r} -> {consumer!r}, "
+                    f"but {consumer!r} does not take {producer!r}"
+                )
         try:
             cycle = nx.find_cycle(graph)
         except nx.NetworkXNoCycle:

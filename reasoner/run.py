@@ -7,9 +7,10 @@ decisions taken. `to_json()` is the shape `reasoner ... --json` prints.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from reasoner.coherence import Coherence, EdgeScore, StepScore, summarize
 from reasoner.records import AttemptRecord, BacktrackRecord, CheckRecord, Status
 
 
@@ -49,6 +50,27 @@ class Run:
     created_at: float
     error: str | None = None
     finished_at: float | None = None
+    edges: list[EdgeScore] = field(default_factory=list)  # coherence of producer -> consumer
+
+    def coherence(self) -> Coherence:
+        """Per-step and per-edge coherence, their minimum and mean, and the weakest link."""
+        steps = []
+        for name, step in self.steps.items():
+            standing = step.attempts[-1] if step.attempts else None
+            if standing is None or step.status in ("skipped", "pending", "running"):
+                score = None
+            elif step.status == "failed":
+                score = 0.0
+            else:
+                score = min((c.score for c in standing.checks), default=None)
+            backtracks = sum(name in (b.failed, b.target) for b in self.backtracks)
+            reasons = [f"{c.name}: {c.reason}" for c in standing.checks] if standing else []
+            if step.status == "failed" and standing is not None:
+                reasons.append(standing.reason)
+            steps.append(StepScore(step=name, status=step.status, score=score,
+                                   attempts=len(step.attempts), backtracks=backtracks,
+                                   reasons=reasons))
+        return summarize(self.run_id, steps, self.edges)
 
     def output(self, step: str) -> Any:
         """The output of `step`, or KeyError naming the steps that have one."""
@@ -87,5 +109,6 @@ class Run:
             "error": self.error,
             "input": self.input.model_dump(mode="json"),
             "backtracks": [b.model_dump() for b in self.backtracks],
+            "edges": [e.model_dump() for e in self.edges],
             "steps": steps,
         }

@@ -7,6 +7,7 @@ What is stored, and why this shape:
   as its model's JSON with images and arrays replaced by blob references.
 - `blobs`: PNG and npy bytes, content-addressed, so repeats cost nothing.
 - `backtracks`: each decision to regenerate an upstream step.
+- `edges`: each edge's coherence score, measured when the run ends.
 Nothing is a full-state snapshot: a step's commit writes its own rows only.
 The executor commits a finished step before its dependants start, so a run
 killed at any point resumes from exactly what was committed.
@@ -24,6 +25,7 @@ from pydantic import BaseModel
 
 from reasoner._exceptions import StoreError
 from reasoner.arrays import BLOB_KEY, decode_blob
+from reasoner.coherence import EdgeScore
 from reasoner.records import ATTEMPT, AttemptRecord, BacktrackRecord, NodeRecord, RunRecord, Status
 
 SCHEMA_VERSION = 1
@@ -41,6 +43,9 @@ CREATE TABLE IF NOT EXISTS attempts (
     record TEXT NOT NULL, output TEXT);
 CREATE INDEX IF NOT EXISTS attempts_by_run ON attempts (run_id, node);
 CREATE TABLE IF NOT EXISTS blobs (key TEXT PRIMARY KEY, kind TEXT NOT NULL, data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS edges (
+    run_id TEXT NOT NULL, producer TEXT NOT NULL, consumer TEXT NOT NULL, record TEXT NOT NULL,
+    PRIMARY KEY (run_id, producer, consumer));
 CREATE TABLE IF NOT EXISTS backtracks (
     run_id TEXT NOT NULL, seq INTEGER NOT NULL, record TEXT NOT NULL,
     PRIMARY KEY (run_id, seq));
@@ -86,6 +91,7 @@ class StoredRun:
     nodes: dict[str, NodeRecord]
     attempts: list[StoredAttempt]
     backtracks: list[BacktrackRecord]
+    edges: list[EdgeScore] = field(default_factory=list)
     blobs: dict[str, Any] = field(default_factory=dict)  # key -> decoded array
 
     def output_of(self, attempt_id: int) -> str | None:
@@ -105,6 +111,7 @@ class Store:
     def put_node(self, run_id: str, record: NodeRecord) -> None: ...
     def delete_nodes(self, run_id: str, names: list[str]) -> None: ...
     def add_backtrack(self, run_id: str, seq: int, record: BacktrackRecord) -> None: ...
+    def put_edges(self, run_id: str, edges: list[EdgeScore]) -> None: ...
     def commit(self) -> None: ...
     def close(self) -> None: ...
 
@@ -196,6 +203,12 @@ class SQLiteStore(Store):
             "INSERT INTO backtracks VALUES (?, ?, ?)", (run_id, seq, record.model_dump_json())
         )
 
+    def put_edges(self, run_id: str, edges: list[EdgeScore]) -> None:
+        self._db.executemany(
+            "INSERT OR REPLACE INTO edges VALUES (?, ?, ?, ?)",
+            [(run_id, e.producer, e.consumer, e.model_dump_json()) for e in edges],
+        )
+
     def commit(self) -> None:
         self._db.commit()
 
@@ -228,6 +241,10 @@ class SQLiteStore(Store):
                 "SELECT record FROM backtracks WHERE run_id=? ORDER BY seq", (run_id,)
             )
         ]
+        edge_rows = self._db.execute(
+            "SELECT record FROM edges WHERE run_id=? ORDER BY rowid", (run_id,)
+        )
+        edges = [EdgeScore.model_validate_json(text) for (text,) in edge_rows]
         keys: set[str] = set()
         for attempt in attempts:
             if attempt.output and BLOB_KEY in attempt.output:
@@ -237,7 +254,9 @@ class SQLiteStore(Store):
             blob = self._db.execute("SELECT kind, data FROM blobs WHERE key=?", (key,)).fetchone()
             if blob is not None:
                 blobs[key] = decode_blob(blob[0], blob[1])
-        return StoredRun(RunRecord.model_validate_json(row[0]), nodes, attempts, backtracks, blobs)
+        return StoredRun(
+            RunRecord.model_validate_json(row[0]), nodes, attempts, backtracks, edges, blobs
+        )
 
     def runs(self, plan: str | None = None, status: Status | None = None) -> list[RunRecord]:
         query, args = "SELECT record FROM runs WHERE 1=1", []

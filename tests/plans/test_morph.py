@@ -16,7 +16,7 @@ async def test_frames_run_from_source_to_target() -> None:
     assert run.status == "succeeded", run.error
     frames = run.output("frames")
     assert frames.strip.shape == (28, 28 * 8)
-    assert frames.labels[0] == 3 and frames.labels[-1] == 8
+    assert frames.readings[0] == 3 and frames.readings[-1] == 8
     assert max(frames.distances) <= frames.bound
     assert frames.target_probs[-1] > frames.target_probs[0]
     assert [c.passed for c in run.steps["frames"].checks] == [True, True, True]

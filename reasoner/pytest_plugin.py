@@ -1,0 +1,46 @@
+"""pytest plugin (entry point `pytest11`): pin step-wise coherence in a test suite.
+
+Installing this package makes these fixtures available in any project:
+- `reasoner_fakes`: fast deterministic fake generators (`reasoner.testing`).
+- `reasoner_engine`: an Engine on a temporary SQLite store, with the fakes.
+- `reasoner_models`: this project's real generators on CPU (or CUDA), loaded
+  once per session; each test gets a host on its own event loop.
+Assert with `reasoner.testing.assert_coherent(run, min_step=..., min_edge=...)`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from reasoner.engine import Engine
+from reasoner.testing import fake_generators
+
+
+@pytest.fixture
+def reasoner_fakes() -> dict[str, Any]:
+    return fake_generators()
+
+
+@pytest.fixture
+def reasoner_engine(tmp_path: Path, reasoner_fakes: dict[str, Any]) -> Iterator[Engine]:
+    engine = Engine(tmp_path / "runs.db", generators=reasoner_fakes)
+    yield engine
+    engine.store.close()
+
+
+@pytest.fixture(scope="session")
+def _reasoner_model_cache() -> dict[str, Any]:
+    return {}  # models loaded by any test's host, shared by the next ones
+
+
+@pytest_asyncio.fixture
+async def reasoner_models(_reasoner_model_cache: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    from generators.host import Host
+
+    async with Host(models=_reasoner_model_cache) as host:
+        yield host.handles()
