@@ -61,6 +61,16 @@ def _parser() -> argparse.ArgumentParser:
     runs = with_store(sub.add_parser("runs", help="list runs with id, plan, status, start time"))
     runs.add_argument("--plan")
     runs.add_argument("--json", action="store_true")
+
+    report = with_store(sub.add_parser("report", help="write a self-contained HTML report"))
+    report.add_argument("run_id", nargs="?", help="one run; without it, every run and an index")
+    report.add_argument("-o", "--output", required=True,
+                        help="the HTML file for one run, or a folder for an index of runs")
+    report.add_argument("--plan", help="with no RUN_ID: only runs of this plan")
+
+    summary = with_store(sub.add_parser("summary", help="success rates, attempts, latencies"))
+    summary.add_argument("--plan")
+    summary.add_argument("--json", action="store_true")
     return parser
 
 
@@ -221,6 +231,35 @@ def _runs(args: argparse.Namespace) -> int:
     return OK
 
 
+def _report(args: argparse.Namespace) -> int:
+    from reasoner.report import render_index, render_run
+
+    engine = _open(args.store)
+    output = Path(args.output)
+    if args.run_id:
+        output.write_text(render_run(engine.load(args.run_id)))
+        print(f"wrote {output}", file=sys.stderr)
+        return OK
+    output.mkdir(parents=True, exist_ok=True)
+    records = engine.runs(args.plan)
+    pages = {}
+    for record in records:
+        page = f"run-{record.run_id}.html"
+        (output / page).write_text(render_run(engine.load(record.run_id)))
+        pages[record.run_id] = page
+    (output / "index.html").write_text(render_index(records, pages))
+    print(f"wrote {output / 'index.html'} and {len(pages)} run page(s)", file=sys.stderr)
+    return OK
+
+
+def _summary(args: argparse.Namespace) -> int:
+    from reasoner.summary import format_summary, summarize_store
+
+    summary = summarize_store(_open(args.store).store, args.plan)
+    print(summary.model_dump_json() if args.json else format_summary(summary))
+    return OK
+
+
 # ------------------------------------------------------------------- output
 def _print_run(run: Run, as_json: bool) -> None:
     if as_json:
@@ -253,4 +292,6 @@ _COMMANDS = {
     "resume": _resume,
     "show": _show,
     "runs": _runs,
+    "report": _report,
+    "summary": _summary,
 }

@@ -482,6 +482,8 @@ class Execution:
                           node.output, node.step.name if node.parent else None, node.parent)
             for name, node in self.nodes.items()
         }
+        links = [(p, name) for name, node in self.nodes.items() for p in node.producers]
+        links += [(node.parent, name) for name, node in self.nodes.items() if node.parent]
         r = self.record
         return Run(r.run_id, r.plan, r.status, r.seed, self.input, steps, self.backtracks,
-                   r.created_at, r.error, r.finished_at, self.edges)
+                   r.created_at, r.error, r.finished_at, self.edges, links)

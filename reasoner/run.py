@@ -51,6 +51,7 @@ class Run:
     error: str | None = None
     finished_at: float | None = None
     edges: list[EdgeScore] = field(default_factory=list)  # coherence of producer -> consumer
+    links: list[tuple[str, str]] = field(default_factory=list)  # the graph: producer -> consumer
 
     def coherence(self) -> Coherence:
         """Per-step and per-edge coherence, their minimum and mean, and the weakest link."""

@@ -101,6 +101,13 @@ class StoredRun:
         return None
 
 
+@dataclass
+class RunHistory:
+    record: RunRecord
+    attempts: list[AttemptRecord]
+    backtracks: list[BacktrackRecord]
+
+
 class Store:
     """The store interface; this base keeps nothing (`Engine(store=None)`)."""
 
@@ -124,6 +131,9 @@ class Store:
         raise StoreError("this engine keeps no runs (store=None); give it a store path")
 
     def runs(self, plan: str | None = None, status: Status | None = None) -> list[RunRecord]:
+        return []
+
+    def history(self, plan: str | None = None) -> list[RunHistory]:
         return []
 
 
@@ -268,6 +278,20 @@ class SQLiteStore(Store):
             args.append(status)
         rows = self._db.execute(query + " ORDER BY created_at, run_id", args)
         return [RunRecord.model_validate_json(text) for (text,) in rows]
+
+
+    def history(self, plan: str | None = None) -> list[RunHistory]:
+        """Every run with its attempts and backtracks (no outputs), for summaries."""
+        records = self.runs(plan)
+        attempts: dict[str, list[AttemptRecord]] = {r.run_id: [] for r in records}
+        backtracks: dict[str, list[BacktrackRecord]] = {r.run_id: [] for r in records}
+        for run_id, text in self._db.execute("SELECT run_id, record FROM attempts ORDER BY id"):
+            if run_id in attempts:
+                attempts[run_id].append(ATTEMPT.validate_json(text))
+        for run_id, text in self._db.execute("SELECT run_id, record FROM backtracks"):
+            if run_id in backtracks:
+                backtracks[run_id].append(BacktrackRecord.model_validate_json(text))
+        return [RunHistory(r, attempts[r.run_id], backtracks[r.run_id]) for r in records]
 
 
 def open_store(spec: str | Path | Store | None) -> Store:
