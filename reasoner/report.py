@@ -80,7 +80,7 @@ def graph_svg(run: Run, coherence: Coherence) -> str:
     edge_scores = {(e.producer, e.consumer): e for e in coherence.edges}
     columns = max((c for c, _ in positions.values()), default=0) + 1
     rows = max((r for _, r in positions.values()), default=0) + 1
-    width, height = columns * (NODE_W + GAP_X) + GAP_X, rows * (NODE_H + GAP_Y) + GAP_Y
+    width, height = columns * (NODE_W + GAP_X) + GAP_X, rows * (NODE_H + GAP_Y)
 
     def centre(name: str) -> tuple[float, float]:
         col, row = positions[name]
