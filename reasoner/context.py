@@ -14,6 +14,7 @@ from pydantic import BaseModel
 
 from reasoner._exceptions import GeneratorMissingError, OutputError
 from reasoner.plan import SPAWN_SEPARATOR, Step
+from reasoner.records import CheckRecord
 
 if TYPE_CHECKING:
     from reasoner.executor import Execution
@@ -31,7 +32,7 @@ class Context:
     """Per-attempt context. Generator handles resolve by name: `ctx.lm`, `ctx.gan`, ..."""
 
     __slots__ = ("run_id", "step", "seed", "attempt", "generation", "_step", "_generators",
-                 "_execution", "_spawned", "_log")
+                 "_execution", "_spawned", "_log")  # fmt: skip
 
     def __init__(
         self,
@@ -115,6 +116,12 @@ class Context:
             )
         self._spawned.append((child, step, payload))
         return child
+
+    def verdicts(self, step: str) -> list[CheckRecord]:
+        """The check results of the attempt that stands for `step` (a finished producer)."""
+        if self._execution is None:
+            return []
+        return self._execution.verdicts(step)
 
     def expansion(self, step: str) -> dict[str, BaseModel]:
         """Outputs of every node spawned below `step` (at any depth) that succeeded."""

@@ -192,6 +192,13 @@ class Execution:
                 state = "failed"
         return state
 
+    def verdicts(self, name: str) -> list[CheckRecord]:
+        node = self.nodes[name]
+        for attempt in reversed(self.history.get(name, [])):
+            if attempt.generation == node.generation and attempt.status == "succeeded":
+                return attempt.checks
+        return []
+
     def expansion_outputs(self, name: str) -> dict[str, BaseModel]:
         found: dict[str, BaseModel] = {}
         stack = list(reversed(self.nodes[name].children))

@@ -20,6 +20,7 @@ import difflib
 import functools
 import inspect
 import sys
+import types
 import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -364,11 +365,14 @@ class Plan:
                     f"annotate it list[Model], not {_type_name(expected)}"
                 )
             expected = args[0]
+        accepted = [a for a in typing.get_args(expected) if a is not type(None)] or [expected]
+        if typing.get_origin(expected) not in (typing.Union, types.UnionType):
+            accepted = [expected]
         for ref in refs:
             producer = self.steps.get(ref)
             if producer is None:
                 continue
-            if not (isinstance(expected, type) and issubclass(producer.output, expected)):
+            if not any(isinstance(a, type) and issubclass(producer.output, a) for a in accepted):
                 raise PlanError(
                     f"step {step.name!r}: parameter {binding.param!r} expects "
                     f"{_type_name(expected)} but step {ref!r} returns "
