@@ -113,7 +113,11 @@ class Answer(BaseModel):
     proposals: int
 
 
-plan = Plan("game24", input=Puzzle, description=__doc__, max_backtracks=0)
+plan = Plan("game24", input=Puzzle, description=__doc__, max_backtracks=0, examples=[
+    ("make 24 from 4 9 10 13", {"numbers": [4, 9, 10, 13]}),
+    ("solve the 24 game with 1, 5, 5, 5 without search", {"numbers": [1, 5, 5, 5],
+                                                           "strategy": "direct"}),
+])
 
 
 def _text(value: Fraction) -> str:

@@ -59,7 +59,10 @@ class Frames(BaseModel):
     readings: list[int]  # the digit the classifier reads in each frame
 
 
-plan = Plan("morph", input=MorphInput, description=__doc__, max_backtracks=3)
+plan = Plan("morph", input=MorphInput, description=__doc__, max_backtracks=3, examples=[
+    ("animate a 2 turning into a 5", {"source": 2, "target": 5, "frames": 8}),
+    ("morph the digit seven into a one in 12 frames", {"source": 7, "target": 1, "frames": 12}),
+])
 
 
 def distance_bound(first: np.ndarray, last: np.ndarray, frames: int) -> float:

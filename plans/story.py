@@ -64,7 +64,12 @@ class Story(BaseModel):
     scores: list[dict[str, float]]  # per paragraph: check name -> score
 
 
-plan = Plan("story", input=StoryInput, description=__doc__, max_backtracks=2)
+plan = Plan("story", input=StoryInput, description=__doc__, max_backtracks=2, examples=[
+    ("a story about a lost cat that ends with 'The cat came home.' and 'Everyone cheered.'",
+     {"endings": ["The cat came home.", "Everyone cheered."], "topic": "a lost cat"}),
+    ("write three paragraphs ending in 'It rained.', 'The river rose.', 'The town was saved.'",
+     {"endings": ["It rained.", "The river rose.", "The town was saved."]}),
+])
 
 
 def _numbered(lines: list[str]) -> str:

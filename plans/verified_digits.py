@@ -43,8 +43,10 @@ _ANSWER = re.compile(r"(?:answer(?:\s+is)?\s*[:=]?|####)\s*\$?\s*(-?[\d,]*\d)", 
 class Problem(BaseModel):
     """A word problem (`question`), or an `expression` to compute and draw."""
 
-    question: str | None = Field(None, max_length=2000)
-    expression: str | None = Field(None, max_length=200)
+    question: str | None = Field(None, max_length=2000,
+                                 description="an arithmetic word problem to solve, with numbers")
+    expression: str | None = Field(None, max_length=200,
+                                   description="an arithmetic expression to compute and draw")
 
     @field_validator("question")
     @classmethod
@@ -84,7 +86,12 @@ class Rendered(BaseModel):
     image: Image  # (28, 28 * len(labels)) strip of the harmonized digits
 
 
-plan = Plan("verified-digits", input=Problem, description=__doc__, max_backtracks=2)
+plan = Plan("verified-digits", input=Problem, description=__doc__, max_backtracks=2, examples=[
+    ("Sara has 5 boxes with 4 pens each. How many pens does she have? Draw the answer.",
+     {"question": "Sara has 5 boxes with 4 pens each. How many pens does she have?"}),
+    ("write the number 305 in handwriting", {"expression": "305"}),
+    ("draw the result of 12 times 8", {"expression": "12 * 8"}),
+])
 
 
 def parse_solution(text: str) -> Solution:

@@ -37,3 +37,7 @@ class OutputError(ReasonerError):
 
 class ExpressionError(ReasonerError, ValueError):
     """Raised when text is not plain arithmetic (numbers, + - * /, parentheses) or overflows."""
+
+
+class PlanningError(ReasonerError):
+    """Raised when the model cannot name a plan and a valid input within its attempts."""

@@ -49,6 +49,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--json", action="store_true", help="one JSON object per run on stdout")
     run.add_argument("--device", help="generator device, e.g. cpu or cuda (default: CUDA if any)")
 
+    ask = with_store(sub.add_parser("ask", help="let the language model pick a plan and input"))
+    ask.add_argument("request", help='what you want, e.g. "draw the number forty-two"')
+    ask.add_argument("--dry-run", action="store_true", help="print the choice as JSON, run nothing")
+    ask.add_argument("--seed", type=int, default=0)
+    ask.add_argument("--json", action="store_true")
+    ask.add_argument("--device")
+
     resume = with_store(sub.add_parser("resume", help="continue an interrupted run"))
     resume.add_argument("run_id")
     resume.add_argument("--json", action="store_true")
@@ -172,6 +179,32 @@ def _run(args: argparse.Namespace) -> int:
     return USAGE if bad else (FAILED if failed else OK)
 
 
+def _ask(args: argparse.Namespace) -> int:
+    from reasoner.registry import known_plans
+
+    async def go() -> Run | None:
+        from reasoner.engine import default_engine
+        from reasoner.planner import choose
+
+        plans = known_plans()
+        engine = default_engine(None if args.dry_run else args.store, device=args.device)
+        try:
+            choice = await choose(engine.generators["lm"], args.request, plans, seed=args.seed)
+            print(choice.model_dump_json(), file=sys.stdout if args.dry_run else sys.stderr,
+                  flush=True)
+            if args.dry_run:
+                return None
+            return await engine.run(plans[choice.plan], choice.input, seed=args.seed)
+        finally:
+            await engine.aclose()
+
+    run = asyncio.run(go())
+    if run is None:
+        return OK
+    _print_run(run, args.json)
+    return OK if run.status == "succeeded" else FAILED
+
+
 def _resume(args: argparse.Namespace) -> int:
     async def go() -> Run:
         from reasoner.engine import default_engine
@@ -287,6 +320,7 @@ def _excerpt(value: Any, limit: int = 160) -> str:
 
 _COMMANDS = {
     "plans": _plans,
+    "ask": _ask,
     "graph": _graph,
     "run": _run,
     "resume": _resume,

@@ -193,6 +193,7 @@ class Plan:
         description: str | None = None,
         max_backtracks: int = 2,
         concurrency: int | None = None,
+        examples: Sequence[tuple[str, dict[str, Any]]] = (),
     ) -> None:
         if not (isinstance(input, type) and issubclass(input, BaseModel)):
             raise PlanError(f"plan {name!r}: input must be a pydantic model class, got {input!r}")
@@ -201,6 +202,14 @@ class Plan:
         self.description = (description or "").strip()
         self.max_backtracks = max_backtracks
         self.concurrency = concurrency
+        self.examples = list(examples)  # (request in words, input): how the planner learns a plan
+        for request, value in self.examples:
+            try:
+                input.model_validate(value)
+            except ValueError as exc:
+                raise PlanError(
+                    f"plan {name!r}: example {request!r} has an invalid input: {exc}"
+                ) from exc
         self.steps: dict[str, Step] = {}
         self.templates: dict[str, Step] = {}
         self.edges: dict[tuple[str, str], Callable[..., Any]] = {}  # custom coherence metrics

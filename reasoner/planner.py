@@ -1,0 +1,91 @@
+"""From a free-text request to a plan and its input, chosen by the language model.
+
+Two constrained questions, both built from the plan registry rather than
+written by hand: first, which plan (the model's reply is constrained to a
+JSON object whose `plan` is one of the registered names); then, that plan's
+input (constrained to the input model's JSON schema). The prompt shows each
+plan's description and its own examples. Every answer is validated by
+pydantic; a rejected one is asked again, with the validation error, up to
+`attempts` times. The model's reply is data: it is parsed as JSON, never run.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, ValidationError, create_model
+
+from reasoner._exceptions import InputError, PlanningError
+from reasoner.engine import format_validation_error
+from reasoner.plan import Plan
+
+
+class Choice(BaseModel):
+    """What the planner decided, shown before anything runs."""
+
+    plan: str
+    input: dict[str, Any]
+    asked: int  # model calls it took
+
+
+def _summary(plan: Plan) -> str:
+    first = plan.description.split("\n\n")[0].replace("\n", " ").strip()
+    return first.removeprefix(f"{plan.name}:").strip()
+
+
+def choice_prompt(request: str, plans: Mapping[str, Plan]) -> str:
+    lines = ["Pick the plan that fulfils the request. Plans:"]
+    for name, plan in plans.items():
+        lines.append(f"- {name}: {_summary(plan)}")
+    lines.append("Examples:")
+    for name, plan in plans.items():
+        for example, _ in plan.examples:
+            lines.append(f'Request: {example}\nAnswer: {{"plan": "{name}"}}')
+    lines.append(f"Request: {request}\nAnswer:")
+    return "\n".join(lines)
+
+
+def input_prompt(request: str, plan: Plan) -> str:
+    fields = []
+    for name, field in plan.input.model_fields.items():
+        described = f" ({field.description})" if field.description else ""
+        fields.append(f"- {name}{described}")
+    examples = "\n".join(f"Request: {text}\nInput: {json.dumps(value)}"
+                         for text, value in plan.examples)
+    return (f"Fill the input of the plan '{plan.name}' for the request, as JSON.\n"
+            f"Fields:\n" + "\n".join(fields) + f"\nExamples:\n{examples}\n"
+            f"Request: {request}\nInput:")
+
+
+async def _ask(lm: Any, prompt: str, schema: type[BaseModel], seed: int, attempts: int,
+               what: str) -> tuple[BaseModel, int]:
+    problem = ""
+    for attempt in range(1, attempts + 1):
+        question = prompt if not problem else f"{prompt}\n(Your last answer was rejected: {problem})"
+        try:
+            generation = await lm.generate(question, schema=schema, max_new_tokens=96,
+                                           temperature=0.0 if attempt == 1 else 0.7,
+                                           seed=seed + attempt)
+            return schema.model_validate_json(generation.text), attempt
+        except ValidationError as exc:
+            problem = format_validation_error(exc)
+    raise PlanningError(f"no valid {what} after {attempts} attempts; last problem: {problem}")
+
+
+async def choose(
+    lm: Any, request: str, plans: Mapping[str, Plan], *, seed: int = 0, attempts: int = 3
+) -> Choice:
+    """Ask the model for a plan and its input; validated, re-asked on failure."""
+    if not request.strip():
+        raise InputError("the request is empty")
+    if not plans:
+        raise PlanningError("there are no plans to choose from")
+    names = tuple(plans)
+    picker = create_model("PlanChoice", plan=(Literal[names], ...))  # type: ignore[valid-type]
+    picked, asked = await _ask(lm, choice_prompt(request, plans), picker, seed, attempts, "plan")
+    plan = plans[picked.plan]  # type: ignore[attr-defined]
+    task, more = await _ask(lm, input_prompt(request, plan), plan.input, seed + 100, attempts,
+                            f"input for {plan.name}")
+    return Choice(plan=plan.name, input=task.model_dump(mode="json"), asked=asked + more)

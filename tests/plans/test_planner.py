@@ -1,0 +1,70 @@
+"""The free-text planner: prompts from the registry, constrained answers, re-asking."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from reasoner import PlanError, known_plans
+from reasoner._exceptions import PlanningError
+from reasoner.planner import choice_prompt, choose
+from reasoner.testing import FakeLM
+
+
+def answering(*replies: str) -> FakeLM:
+    queue = list(replies)
+    return FakeLM(lambda prompt, seed: queue.pop(0))
+
+
+def test_prompts_are_built_from_the_registry() -> None:
+    plans = known_plans()
+    assert set(plans) >= {"verified-digits", "morph", "story", "game24"}
+    prompt = choice_prompt("draw 42", plans)
+    for name, plan in plans.items():
+        assert f"- {name}:" in prompt
+        assert all(example in prompt for example, _ in plan.examples)
+    assert prompt.endswith("Request: draw 42\nAnswer:")
+
+
+async def test_choose_validates_and_re_asks_on_failure() -> None:
+    lm = answering('{"plan": "paint"}', '{"plan": "verified-digits"}',
+                   '{"question": "no numbers here"}', '{"expression": "42"}')
+    choice = await choose(lm, "draw the number forty-two in handwriting", known_plans())
+    assert (choice.plan, choice.input, choice.asked) == ("verified-digits",
+                                                          {"question": None, "expression": "42"}, 4)
+    rejected = [prompt for prompt, _ in lm.calls if "rejected" in prompt]
+    assert "field 'plan': Input should be 'game24', 'morph', 'story' or 'verified-digits'" in (
+        rejected[0])
+    assert "a question must contain at least one number" in rejected[1]
+
+
+async def test_choose_gives_up_after_its_attempts() -> None:
+    lm = answering('{"plan": "game24"}', *['{"numbers": [1, 2]}'] * 3)
+    with pytest.raises(PlanningError, match="no valid input for game24 after 3 attempts; last "
+                                            "problem: field 'numbers': List should have at least 4"):
+        await choose(lm, "make 24 from 1 and 2", known_plans())
+
+
+def test_bad_examples_are_caught_when_the_plan_is_built() -> None:
+    from plans.game24 import Puzzle
+    from reasoner import Plan
+
+    with pytest.raises(PlanError, match="example 'x' has an invalid input"):
+        Plan("p", input=Puzzle, examples=[("x", {"numbers": [99]})])
+
+
+def test_ask_dry_run_prints_the_choice(capsys, monkeypatch) -> None:  # noqa: ANN001
+    import reasoner.engine
+    from reasoner.cli import main
+    from reasoner.testing import fake_generators
+
+    lm = answering('{"plan": "morph"}', '{"source": 2, "target": 5, "frames": 6}')
+
+    def engine_with_fakes(store, device=None):  # noqa: ANN001, ANN202
+        return reasoner.engine.Engine(store, generators=fake_generators(lm=lm))
+
+    monkeypatch.setattr(reasoner.engine, "default_engine", engine_with_fakes)
+    assert main(["ask", "turn a two into a five", "--dry-run"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == {"plan": "morph", "input": {"source": 2, "target": 5, "frames": 6}, "asked": 2}
