@@ -21,7 +21,7 @@ from reasoner.planner import choose
 
 REQUESTS = [
     ("draw the number forty-two in handwriting", "verified-digits"),
-    ("A farmer has 7 cows and buys 5 more. How many cows now? Show the answer drawn.", "verified-digits"),
+    ("A farmer has 7 cows and buys 5 more. How many cows now? Draw the answer.", "verified-digits"),
     ("render 1999 as handwritten digits", "verified-digits"),
     ("compute 17 * 3 and draw it", "verified-digits"),
     ("Mia reads 12 pages a day for 6 days. How many pages did she read?", "verified-digits"),
