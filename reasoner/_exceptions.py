@@ -41,3 +41,7 @@ class ExpressionError(ReasonerError, ValueError):
 
 class PlanningError(ReasonerError):
     """Raised when the model cannot name a plan and a valid input within its attempts."""
+
+
+class ClusterError(ReasonerError):
+    """Raised when the Ray backend cannot start, reach its actors, or finish a job on them."""

@@ -5,6 +5,8 @@ bounded concurrency (results as they finish), `Engine.resume` continues a
 run from what its store committed. Generators are handed in by name
 (`generators={"lm": ...}`) and reach steps as `ctx.lm`; `default_engine`
 wires up this project's own models without importing them until used.
+`Engine(backend="ray")` runs the same jobs on a Ray cluster (`reasoner.cluster`,
+imported only then).
 """
 
 from __future__ import annotations
@@ -14,18 +16,21 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ValidationError
 
-from reasoner._exceptions import GeneratorMissingError, InputError, StoreError
+from reasoner._exceptions import ClusterError, GeneratorMissingError, InputError, StoreError
 from reasoner.events import EventBus, Listener
 from reasoner.executor import Execution
 from reasoner.plan import Plan
 from reasoner.records import RunRecord
 from reasoner.registry import load_plan, plan_ref
 from reasoner.run import Run
-from reasoner.store import Store, open_store
+from reasoner.store import Store, StoredRun, open_store
+
+if TYPE_CHECKING:
+    from reasoner.cluster import RayCluster
 
 
 def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
@@ -60,16 +65,47 @@ class Engine:
         self,
         store: str | Path | Store | None = ":memory:",
         *,
-        generators: Mapping[str, Any] | None = None,
+        generators: Mapping[str, Any] | str | None = None,
         max_concurrency: int = 256,
         score_edges: bool = True,
+        backend: Literal["local", "ray"] = "local",
+        address: str | None = None,
+        workers: int | None = None,
     ) -> None:
-        self.store = open_store(store)
+        """`backend="ray"` spreads runs over `workers` Ray actors (see `reasoner.cluster`).
+
+        On Ray, `address` is None (start a local cluster), "auto" or "ray://host:port";
+        `generators` is "project" (the default) or a "module:factory" reference called
+        inside each generator host actor; `max_concurrency` bounds each worker.
+        """
         self.score_edges = score_edges  # measure edge coherence when each run ends
-        self.generators: Mapping[str, Any] = generators if generators is not None else {}
         self.limit = asyncio.Semaphore(max_concurrency)  # steps running at once, all runs
         self.events = EventBus()
         self._commit: asyncio.Future[None] | None = None
+        self.cluster: RayCluster | None = None
+        if backend == "ray":
+            from reasoner.cluster import PROJECT, RayCluster
+
+            if generators is not None and not isinstance(generators, str):
+                raise ClusterError(
+                    "with backend='ray' the generators are made inside each host actor: pass "
+                    "generators='project' or a 'module:factory' reference, not a mapping"
+                )
+            self.cluster = RayCluster(
+                store, address=address, workers=workers, generators=generators or PROJECT,
+                max_concurrency=max_concurrency, score_edges=score_edges, events=self.events,
+            )
+            self.store: Store = self.cluster.store
+            self.generators: Mapping[str, Any] = self.cluster.generators
+            return
+        if backend != "local":
+            raise ValueError(f"backend must be 'local' or 'ray', not {backend!r}")
+        if address is not None or workers is not None:
+            raise ValueError("address and workers apply to backend='ray' only")
+        if isinstance(generators, str):
+            raise ValueError("a generators reference applies to backend='ray'; pass a mapping")
+        self.store = open_store(store)
+        self.generators = generators if generators is not None else {}
 
     async def committed(self) -> None:
         """Return once everything written so far is committed.
@@ -122,6 +158,8 @@ class Engine:
             concurrency=concurrency,
             created_at=time.time(),
         )
+        if self.cluster is not None:
+            return self.load_stored(await self.cluster.run(record), plan)
         self.store.create_run(record)
         return await Execution(self, concrete, record, task).execute()
 
@@ -165,7 +203,12 @@ class Engine:
 
     async def resume(self, run_id: str, plan: Plan | None = None) -> Run:
         """Continue a run from its store: nothing committed is recomputed."""
-        stored = self.store.load(run_id)
+        if self.cluster is not None:
+            return self.load_stored(await self.cluster.resume(run_id, plan), plan)
+        return await self.resume_stored(self.store.load(run_id), plan)
+
+    async def resume_stored(self, stored: StoredRun, plan: Plan | None = None) -> Run:
+        """Continue a run from what a store returned for it (a Ray worker reads it remotely)."""
         record = stored.record
         plan = plan or load_plan(record.plan_ref or record.plan)
         task = validate_input(plan, record.input)
@@ -178,7 +221,10 @@ class Engine:
 
     def load(self, run_id: str, plan: Plan | None = None) -> Run:
         """Read a run back from the store without running anything."""
-        stored = self.store.load(run_id)
+        return self.load_stored(self.store.load(run_id), plan)
+
+    def load_stored(self, stored: StoredRun, plan: Plan | None = None) -> Run:
+        """The Run a store's record of it describes."""
         plan = plan or load_plan(stored.record.plan_ref or stored.record.plan)
         task = validate_input(plan, stored.record.input)
         return Execution(self, plan.for_input(task), stored.record, task, stored).to_run()
@@ -203,6 +249,8 @@ class Engine:
         if closer is not None:
             await closer()
         self.store.close()
+        if self.cluster is not None:
+            await self.cluster.aclose()
 
     async def __aenter__(self) -> Engine:
         return self
