@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, MutableMapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -274,7 +274,9 @@ class Host:
     """Owns the models on one device and batches every caller's requests into their calls.
 
     Use as `async with Host() as host:` (or call `await host.aclose()`); models load on
-    first use, in the device thread, and stay resident.
+    first use, in the device thread, and stay resident in `models`: hosts on the same device
+    that share one mapping (e.g. a test session's hosts on per-test event loops) load each
+    model once.
     """
 
     def __init__(
@@ -284,6 +286,7 @@ class Host:
         max_batch: int = 32,
         max_wait_ms: float = 5.0,
         lm: str | None = None,
+        models: MutableMapping[str, Any] | None = None,
     ) -> None:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.max_batch = max_batch
@@ -291,7 +294,7 @@ class Host:
         self.lm_name = lm
         # One worker: batches of all models take turns on the device instead of contending.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="generator-host")
-        self._models: dict[str, Any] = {}
+        self._models: MutableMapping[str, Any] = {} if models is None else models
         self._load_locks: dict[str, asyncio.Lock] = {}
         self._batchers: dict[tuple[str, str], Batcher[Any, Any]] = {}
         self._stats: dict[str, OpStats] = {}
@@ -506,7 +509,9 @@ class VAEHandle(_Handle):
         soft = np.asarray(labels)
         labels_arg = soft.astype(np.float32) if soft.ndim == 2 else tuple(int(v) for v in soft)
         request = vae.DecodeRequest(np.asarray(latents, np.float32), labels_arg)
-        return await self._submit("decode", request, vae.decode_batch, vae.validate_decode)
+        model = await self._host.load(self.model, self._load)
+        validate = partial(vae.validate_decode, z_dim=model.config.z_dim)
+        return await self._submit("decode", request, vae.decode_batch, validate)
 
     async def interpolate(
         self,

@@ -173,6 +173,18 @@ async def test_models_load_once_lazily_off_the_event_loop():
     assert len(loads) == 1 and loads[0] != threading.main_thread().name
 
 
+async def test_hosts_sharing_a_model_mapping_load_once():
+    loads: list[int] = []
+    shared: dict[str, object] = {}
+    for _ in range(2):
+        async with Host("cpu", models=shared) as host:
+            out = await host.submit(
+                "m", "op", 1, loader=lambda d: loads.append(1) or 5, run=lambda m, r: [m] * len(r)
+            )
+            assert out == 5
+    assert len(loads) == 1
+
+
 async def test_subscribers_receive_batch_records():
     seen: list[BatchRecord] = []
     async with Host("cpu") as host:
@@ -190,3 +202,41 @@ def test_handles_cover_every_model():
     host = Host("cpu")
     assert set(host.handles()) == {"lm", "gan", "vae", "classifier", "embedder"}
     assert host.handles()["lm"] is host.lm
+
+
+def _shipped(*names: str) -> bool:
+    from generators.data import WEIGHTS_DIR
+
+    return all((WEIGHTS_DIR / f"{name}.safetensors").is_file() for name in names)
+
+
+@pytest.mark.skipif(not _shipped("gan", "vae", "classifier"), reason="image weights not shipped yet")
+async def test_image_handles_for_real():
+    async with Host("cpu", max_wait_ms=20) as host:
+        together = await asyncio.gather(
+            *(host.gan.generate([d, (d + 1) % 10], seed=d) for d in range(6))
+        )
+        alone = await host.gan.generate([3, 4], seed=3)
+        # The seed alone decides; batched convolutions differ only by float rounding.
+        np.testing.assert_allclose(alone, together[3], atol=1e-5)
+        assert host.stats()["gan.generate"].max_batch > 1
+        images = np.concatenate(together)  # (12, 28, 28)
+        assert images.shape == (12, 28, 28) and images.dtype == np.float32
+        assert 0.0 <= images.min() and images.max() <= 1.0
+
+        labels = [v for d in range(6) for v in (d, (d + 1) % 10)]
+        read = await host.classifier.classify(images)
+        assert read.probs.shape == (12, 10)
+        assert np.mean(read.labels == np.array(labels)) >= 0.75
+
+        latents = await host.vae.encode(images, labels)
+        assert latents.shape[0] == 12
+        decoded = await host.vae.decode(latents, labels)
+        assert decoded.shape == (12, 28, 28)
+        frames = await host.vae.interpolate(latents[0], latents[2], 5, labels[0], labels[2])
+        assert frames.shape == (5, 28, 28)
+
+        with pytest.raises(ValueError):
+            await host.gan.generate([11], seed=0)
+        with pytest.raises(ValueError):
+            await host.vae.decode(latents[:, :2], labels)
