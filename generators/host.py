@@ -186,10 +186,15 @@ class Batcher(Generic[Req, Res]):
             batch = await self._next_batch()
             try:
                 outcomes, records = await loop.run_in_executor(self._executor, self._call, batch)
-            except asyncio.CancelledError:
+            except BaseException as exc:  # cancelled by aclose(), or a crash in the batch call
+                error: Exception = (
+                    HostClosed("closed while the batch ran")
+                    if isinstance(exc, asyncio.CancelledError)
+                    else RuntimeError(f"batch loop failed: {exc!r}")
+                )
                 for item in batch:
                     if not item.future.done():
-                        item.future.set_exception(HostClosed("closed while the batch ran"))
+                        item.future.set_exception(error)
                 raise
             for record in records:
                 if self._on_record is not None:

@@ -232,8 +232,9 @@ class LanguageModel:
         return ids.to(self.device), mask.to(self.device)
 
     def _forward(
-        self, ids: torch.Tensor, mask: torch.Tensor, cache: Any, keep: int
+        self, ids: torch.Tensor, mask: torch.Tensor, cache: Any, *, keep: int, use_cache: bool
     ) -> tuple[torch.Tensor, Any]:
+        """Logits of the last `keep` positions, and the grown KV cache when `use_cache`."""
         # Positions come from the mask so that left padding does not shift a row's positions.
         positions = (mask.cumsum(-1) - 1).clamp_min(0)[:, -ids.shape[1] :]
         out = self.model(
@@ -241,7 +242,7 @@ class LanguageModel:
             attention_mask=mask,
             position_ids=positions,
             past_key_values=cache,
-            use_cache=cache is not None or keep == 1,
+            use_cache=use_cache,
             logits_to_keep=keep,
         )
         return out.logits, out.past_key_values
@@ -284,21 +285,27 @@ class LanguageModel:
         return chosen
 
     def _advance(self, row: _Row, token: int) -> None:
-        """Append a token and finish the row on EOS, a stop string or the token budget."""
+        """Append a token and finish the row on a stop string, EOS or the token budget."""
         row.tokens.append(token)
         req = row.request
-        finished_eos = token in self.eos_ids
+        # Decoding the whole completion again keeps multi-token characters intact.
         text = self.tokenizer.decode(row.tokens, skip_special_tokens=True)
-        cuts = [i for i in (text.find(s) for s in req.stop) if i >= 0]
-        if cuts:
-            text = text[: min(cuts)]
-        if finished_eos or cuts or len(row.tokens) >= req.max_new_tokens:
-            row.result = Generation(
-                text=text,
-                prompt_tokens=row.prompt_len,
-                completion_tokens=len(row.tokens),
-                finish_reason="stop" if finished_eos or cuts else "length",
-            )
+        cut = min((i for i in map(text.find, req.stop) if i >= 0), default=-1)
+        if cut >= 0:
+            row.result = self._finish(row, text[:cut], "stop")
+        elif token in self.eos_ids:
+            row.result = self._finish(row, text, "stop")
+        elif len(row.tokens) >= req.max_new_tokens:
+            row.result = self._finish(row, text, "length")
+
+    @staticmethod
+    def _finish(row: _Row, text: str, reason: Literal["stop", "length"]) -> Generation:
+        return Generation(
+            text=text,
+            prompt_tokens=row.prompt_len,
+            completion_tokens=len(row.tokens),
+            finish_reason=reason,
+        )
 
     @torch.inference_mode()
     def generate(self, requests: Sequence[GenerateRequest]) -> list[Generation]:
@@ -315,7 +322,7 @@ class LanguageModel:
             for req, prompt in zip(requests, prompts, strict=True)
         ]
         ids, mask = self._left_pad(prompts)
-        logits, cache = self._forward(ids, mask, None, keep=1)
+        logits, cache = self._forward(ids, mask, None, keep=1, use_cache=True)
         active = rows
         while True:
             tokens = self._next_tokens(logits[:, -1], active)
@@ -332,7 +339,7 @@ class LanguageModel:
                 tokens = [tokens[i] for i in keep]
             step = torch.tensor(tokens, device=self.device)[:, None]
             mask = torch.cat([mask, torch.ones_like(step)], dim=1)
-            logits, cache = self._forward(step, mask, cache, keep=1)
+            logits, cache = self._forward(step, mask, cache, keep=1, use_cache=True)
         return [row.result for row in rows]  # type: ignore[misc]
 
     @torch.inference_mode()
@@ -351,7 +358,7 @@ class LanguageModel:
             ids, mask = self._left_pad([p + t for p, t in chunk])
             # Left padding puts every continuation at the end: only the last logits are needed.
             width = max(len(t) for _, t in chunk)
-            logits, _ = self._forward(ids, mask, None, keep=width + 1)
+            logits, _ = self._forward(ids, mask, None, keep=width + 1, use_cache=False)
             logprobs = torch.log_softmax(logits[:, :-1].float(), dim=-1)
             targets = ids[:, -width:]
             picked = logprobs.gather(-1, targets[..., None])[..., 0].cpu()
