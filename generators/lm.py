@@ -159,6 +159,7 @@ def install(target: Path | None = None, *, force: bool = False) -> Path:
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; the installed model is not
     try:
         # save_model drops the tied lm_head copy that save_file would reject as shared memory.
         save_model(model, str(tmp / "model.safetensors"), metadata={"format": "pt"})
@@ -198,6 +199,8 @@ class _Row:
 
 @dataclass
 class LanguageModel:
+    """A loaded causal LM and its tokenizer, called from one thread (the host's device thread)."""
+
     model: Any
     tokenizer: Any
     device: torch.device
