@@ -48,6 +48,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--json", action="store_true", help="one JSON object per run on stdout")
     run.add_argument("--device", help="generator device, e.g. cpu or cuda (default: CUDA if any)")
+    run.add_argument("--ray", metavar="auto|ADDRESS",
+                     help="run on a Ray cluster: auto (the one `ray start --head` started on this "
+                          "machine) or its address, e.g. ray://head:10001")
+    run.add_argument("--workers", type=int, help="Ray worker actors (default: one per node)")
 
     ask = with_store(sub.add_parser("ask", help="let the language model pick a plan and input"))
     ask.add_argument("request", help='what you want, e.g. "draw the number forty-two"')
@@ -151,6 +155,13 @@ def _run(args: argparse.Namespace) -> int:
     if args.jobs < 1:
         print("error: --jobs must be at least 1", file=sys.stderr)
         return USAGE
+    if args.workers is not None and (args.ray is None or args.workers < 1):
+        print("error: --workers needs --ray and must be at least 1", file=sys.stderr)
+        return USAGE
+    if args.ray is not None and args.device is not None:
+        print("error: --device is for local runs; on Ray each generator host takes its actor's GPU",
+              file=sys.stderr)
+        return USAGE
     plan = load_plan(args.plan)
     inputs, bad = _read_inputs(plan, args.input)
     if bad:
@@ -159,10 +170,13 @@ def _run(args: argparse.Namespace) -> int:
         return USAGE
 
     async def go() -> list[Run]:
-        from reasoner.engine import default_engine
+        from reasoner.engine import Engine, default_engine
         from reasoner.progress import JobProgress
 
-        engine = default_engine(args.store, device=args.device)
+        if args.ray is None:
+            engine = default_engine(args.store, device=args.device)
+        else:
+            engine = Engine(args.store, backend="ray", address=args.ray, workers=args.workers)
         results = []
         try:
             with JobProgress(engine, total=len(inputs), plan=plan.name):

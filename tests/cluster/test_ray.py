@@ -192,3 +192,17 @@ async def test_a_killed_worker_is_restarted_and_its_jobs_recompute_nothing_commi
 
 async def _collect(runs: Any) -> list[Run]:
     return [run async for run in runs]
+
+
+async def test_a_worker_lost_for_good_is_replaced_and_its_jobs_finish_elsewhere(
+    engine: Engine, tmp_path: Path
+) -> None:
+    log = tmp_path / "log"
+    jobs = [Job(n=n, log=str(log), delay=0.2) for n in range(30, 34)]
+    lost = engine.cluster.workers[1]  # type: ignore[union-attr]
+    running = asyncio.create_task(_collect(engine.map(relay, jobs, seed=SEED)))
+    await _wait_for(log, "digits 31")
+    ray.kill(lost, no_restart=True)
+    runs = await running
+    assert lost not in engine.cluster.workers  # type: ignore[union-attr]
+    assert {run.input.n: _comparable(run) for run in runs} == await _local(range(30, 34))
