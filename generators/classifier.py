@@ -156,5 +156,7 @@ def features(model: Classifier, images: np.ndarray) -> np.ndarray:
             model.features(torch.from_numpy(np.ascontiguousarray(arr[i : i + 1024])).to(dev))
             for i in range(0, len(arr), 1024)
         ]
-        feats = torch.cat(out).float().cpu().numpy() if out else np.zeros((0, 0))
+        if not out:
+            return np.zeros((0, model.config.feature_dim), np.float32)
+        feats = torch.cat(out).float().cpu().numpy()  # (n, feature_dim)
     return feats.astype(np.float32)

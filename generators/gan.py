@@ -1,6 +1,7 @@
 """Class-conditional GAN for MNIST digits: a DCGAN-style generator and a projection critic.
 
-The generator turns noise plus a digit label into a 28x28 image in [0, 1]. The label is
+The generator turns noise plus a digit label into a 28x28 image in [0, 1]; at inference
+the noise is scaled by `GANConfig.truncation` (0.8), which lifts class accuracy. The label is
 embedded with a bias-free linear layer on a one-hot vector (the same as a lookup table,
 but it also takes soft labels) and concatenated with the noise. The discriminator is a
 spectrally normalised conv net with a projection head (Miyato & Koyama, 2018) trained
@@ -42,8 +43,11 @@ class GANConfig:
 
     z_dim: int = 64
     label_dim: int = 16  # width of the label embedding concatenated with the noise
-    g_channels: int = 64  # generator width at 14x14 (twice this at 7x7)
-    d_channels: int = 64  # discriminator width at 14x14 (twice this at 7x7)
+    g_channels: int = 32  # generator width at 14x14 (twice this at 7x7)
+    d_channels: int = 32  # discriminator width at 14x14 (twice this at 7x7)
+    # Inference only: requests' noise is scaled by this (the "truncation trick"), trading
+    # a little variety for digits that read as their label more reliably.
+    truncation: float = 0.8
 
 
 class Generator(nn.Module):
@@ -70,26 +74,36 @@ class Generator(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """Projection critic: a score from the image plus <embed(label), features>."""
+    """Projection critic: a score from the image plus <embed(label), features>.
+
+    An auxiliary class head on the same features (AC-GAN) can add a classification loss:
+    it pushes the generator towards digits that read as their label.
+    """
 
     def __init__(self, config: GANConfig = GANConfig()) -> None:
         super().__init__()
         c = config.d_channels
         self.conv1 = spectral_norm(nn.Conv2d(1, c, 4, stride=2, padding=1))
         self.conv2 = spectral_norm(nn.Conv2d(c, 2 * c, 4, stride=2, padding=1))
-        self.conv3 = spectral_norm(nn.Conv2d(2 * c, 2 * c, 3, padding=1))
         self.fc = spectral_norm(nn.Linear(2 * c * 7 * 7, 256))
         self.out = spectral_norm(nn.Linear(256, 1))
         self.embed = spectral_norm(nn.Linear(NUM_CLASSES, 256, bias=False))
+        self.aux = nn.Linear(256, NUM_CLASSES)  # AC-GAN class head, used when aux_weight > 0
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """x (B, 28, 28) images in [0, 1], y (B, 10) one-hot -> scores (B,)."""
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, 28, 28) images in [0, 1] -> features (B, 256) (also fed to an AC head)."""
         h = x.unsqueeze(1) * 2 - 1  # (B, 1, 28, 28) in [-1, 1]
         h = F.leaky_relu(self.conv1(h), 0.2)  # (B, c, 14, 14)
         h = F.leaky_relu(self.conv2(h), 0.2)  # (B, 2c, 7, 7)
-        h = F.leaky_relu(self.conv3(h), 0.2)  # (B, 2c, 7, 7)
-        h = F.leaky_relu(self.fc(h.flatten(1)), 0.2)  # (B, 256)
+        return F.leaky_relu(self.fc(h.flatten(1)), 0.2)  # (B, 256)
+
+    def score(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """features (B, 256), y (B, 10) one-hot -> scores (B,): linear + projection term."""
         return self.out(h).squeeze(1) + (self.embed(y) * h).sum(dim=1)  # (B,)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """x (B, 28, 28) images in [0, 1], y (B, 10) one-hot -> scores (B,)."""
+        return self.score(self.features(x), y)
 
 
 def one_hot(labels: torch.Tensor) -> torch.Tensor:
@@ -133,7 +147,7 @@ def validate_request(request: GenerateRequest) -> None:
 
 
 def request_noise(request: GenerateRequest, z_dim: int) -> torch.Tensor:
-    """The request's noise (n, z_dim), drawn on CPU from its own seed alone."""
+    """The request's standard-normal noise (n, z_dim), drawn on CPU from its own seed alone."""
     n = len(request.labels)
     gen = torch.Generator(device="cpu").manual_seed(int(request.seed))
     if request.shared_style:
@@ -157,6 +171,7 @@ def generate_batch(model: Generator, requests: Sequence[GenerateRequest]) -> lis
     z_dim = model.config.z_dim
     with torch.inference_mode():
         z = torch.cat([request_noise(r, z_dim) for r in requests]).to(dev)  # (N, z_dim)
+        z = z * model.config.truncation
         labels = torch.from_numpy(np.concatenate([check_labels(r.labels) for r in requests]))
         images = model(z, one_hot(labels.to(dev))).float().cpu().numpy()  # (N, 28, 28)
     return [a.astype(np.float32) for a in np.split(images, np.cumsum(sizes)[:-1])]

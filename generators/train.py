@@ -23,7 +23,7 @@ import random
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -69,14 +69,16 @@ class ClassifierTrain:
 
 @dataclass(frozen=True)
 class GANTrain:
-    epochs: int = 40
+    epochs: int = 32
     batch_size: int = 64
-    lr_g: float = 2e-4
-    lr_d: float = 2e-4
-    beta1: float = 0.0
-    beta2: float = 0.9
-    aux_weight: float = 0.0  # AC-GAN class loss on the critic's features (0: projection only)
-    ema_decay: float = 0.999
+    lr_g: float = 5e-4
+    lr_d: float = 5e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    loss: str = "bce"  # "bce" (non-saturating) or "hinge"
+    aux_weight: float = 1.0  # AC-GAN class loss on the critic's features (0: projection only)
+    ema_decay: float = 0.995  # generator weights are averaged; the average ships
+    ema_start: int = 200  # steps before averaging starts (early weights are noise)
 
 
 @dataclass(frozen=True)
@@ -286,6 +288,18 @@ def train_classifier(
 # --------------------------------------------------------------------------------------
 
 
+def _d_loss(scores: torch.Tensor, real: bool, kind: str) -> torch.Tensor:
+    """Critic loss on real or fake scores (B,): hinge, or binary cross-entropy on logits."""
+    if kind == "hinge":
+        return F.relu(1 - scores).mean() if real else F.relu(1 + scores).mean()
+    return F.softplus(-scores).mean() if real else F.softplus(scores).mean()
+
+
+def _g_loss(scores: torch.Tensor, kind: str) -> torch.Tensor:
+    """Generator loss on fake scores (B,): hinge's -D, or non-saturating -log sigmoid(D)."""
+    return -scores.mean() if kind == "hinge" else F.softplus(-scores).mean()
+
+
 @torch.no_grad()
 def _ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
     for pe, pm in zip(ema.parameters(), model.parameters(), strict=True):
@@ -293,14 +307,16 @@ def _ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
 
 
 @torch.no_grad()
-def _recalibrate_bn(g: gan.Generator, gen: torch.Generator, device: torch.device) -> None:
+def _recalibrate_bn(
+    g: gan.Generator, gen: torch.Generator, device: torch.device, batches: int = 50
+) -> None:
     """Recompute BatchNorm population statistics for the EMA weights (cumulative average)."""
     for m in g.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             m.reset_running_stats()
             m.momentum = None
     g.train()
-    for _ in range(50):
+    for _ in range(batches):
         z = torch.randn(256, g.config.z_dim, generator=gen).to(device)
         y = torch.randint(0, NUM_CLASSES, (256,), generator=gen).to(device)
         g(z, gan.one_hot(y))
@@ -337,8 +353,14 @@ def train_gan(
     model_config: gan.GANConfig | None = None,
     samples: str | Path | None = None,
     quiet: bool = False,
+    eval_every: int | None = None,
+    recalibrate_batches: int = 50,
 ) -> dict[str, Any]:
-    """Hinge-loss projection GAN; ships the EMA generator and measures it with the classifier."""
+    """Hinge-loss projection GAN; ships the EMA generator and measures it with the classifier.
+
+    With `eval_every`, the EMA generator's class accuracy is logged every that many steps
+    (on its own noise stream, so the training itself is unchanged) and kept as `history`.
+    """
     seed_everything(seed)
     dev = resolve_device(device)
     out = Path(out)
@@ -347,17 +369,18 @@ def train_gan(
     model_config = model_config or gan.GANConfig()
     g = gan.Generator(model_config).to(dev)
     d = gan.Discriminator(model_config).to(dev)
-    aux = nn.Linear(256, NUM_CLASSES).to(dev) if config.aux_weight > 0 else None
-    d_params = list(d.parameters()) + (list(aux.parameters()) if aux is not None else [])
     ema = copy.deepcopy(g).requires_grad_(False)
     opt_g = torch.optim.Adam(g.parameters(), lr=config.lr_g, betas=(config.beta1, config.beta2))
-    opt_d = torch.optim.Adam(d_params, lr=config.lr_d, betas=(config.beta1, config.beta2))
+    opt_d = torch.optim.Adam(d.parameters(), lr=config.lr_d, betas=(config.beta1, config.beta2))
     train = train_split()
+    total = max(1, min(len(train) // config.batch_size * epochs, max_steps or 10**9))
+    # Constant learning rate for the first half, then linear decay to zero.
+    decay = lambda step: min(1.0, 2.0 * (1.0 - step / total))  # noqa: E731
+    scheds = [torch.optim.lr_scheduler.LambdaLR(o, decay) for o in (opt_g, opt_d)]
     gen = torch.Generator().manual_seed(seed)
     done = _steps_budget(max_steps)
-    feats: dict[str, torch.Tensor] = {}
-    if aux is not None:
-        d.fc.register_forward_hook(lambda _m, _i, o: feats.__setitem__("h", F.leaky_relu(o, 0.2)))
+    history: list[dict[str, float]] = []
+    judge = classifier_for_metrics(out, dev)[0] if eval_every else None
     step, start = 0, time.perf_counter()
     for epoch in range(epochs):
         g.train()
@@ -367,24 +390,34 @@ def train_gan(
             yh = gan.one_hot(y)
             z = torch.randn(len(y), model_config.z_dim, generator=gen).to(dev)
             fake = g(z, yh)  # (B, 28, 28)
-            # Critic step: hinge loss, real vs. detached fake, same labels.
-            d_real = d(x, yh)
-            loss_d = F.relu(1 - d_real).mean()
-            if aux is not None:
-                loss_d = loss_d + config.aux_weight * F.cross_entropy(aux(feats["h"]), y)
-            loss_d = loss_d + F.relu(1 + d(fake.detach(), yh)).mean()
+            # Critic step: real vs. detached fake under the same labels, plus the AC loss.
+            h_real = d.features(x)  # (B, 256)
+            loss_d = _d_loss(d.score(h_real, yh), real=True, kind=config.loss)
+            loss_d = loss_d + _d_loss(d(fake.detach(), yh), real=False, kind=config.loss)
+            if config.aux_weight > 0:
+                loss_d = loss_d + config.aux_weight * F.cross_entropy(d.aux(h_real), y)
             opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
             opt_d.step()
             # Generator step on the same fakes.
-            loss_g = -d(fake, yh).mean()
-            if aux is not None:
-                loss_g = loss_g + config.aux_weight * F.cross_entropy(aux(feats["h"]), y)
+            h_fake = d.features(fake)
+            loss_g = _g_loss(d.score(h_fake, yh), kind=config.loss)
+            if config.aux_weight > 0:
+                loss_g = loss_g + config.aux_weight * F.cross_entropy(d.aux(h_fake), y)
             opt_g.zero_grad(set_to_none=True)
             loss_g.backward()
             opt_g.step()
-            _ema_update(ema, g, config.ema_decay if step > 200 else 0.0)
+            for sched in scheds:
+                sched.step()
+            _ema_update(ema, g, config.ema_decay if step >= config.ema_start else 0.0)
             step += 1
+            if judge is not None and eval_every and step % eval_every == 0:
+                probe = copy.deepcopy(ema)
+                _recalibrate_bn(probe, torch.Generator().manual_seed(step), dev, batches=10)
+                images, labels = gan_eval_images(probe)
+                acc = class_accuracy(clf.predict(judge, images), labels)
+                history.append({"step": step, "class_accuracy": round(acc, 4)})
+                _log(f"gan step {step} EMA class accuracy {acc:.3f}", quiet)
         _log(
             f"gan epoch {epoch + 1}/{epochs} step {step} loss_d {loss_d.item():.3f} "
             f"loss_g {loss_g.item():.3f} {time.perf_counter() - start:.0f}s",
@@ -392,7 +425,7 @@ def train_gan(
         )
         if done(step):
             break
-    _recalibrate_bn(ema, gen, dev)
+    _recalibrate_bn(ema, gen, dev, recalibrate_batches)
     seconds = time.perf_counter() - start
     out.mkdir(parents=True, exist_ok=True)
     save_weights(ema, model_config, out / "gan.safetensors", gan.KIND)
@@ -400,6 +433,11 @@ def train_gan(
     judge, judge_path = classifier_for_metrics(out, dev)
     images, labels = gan_eval_images(shipped)
     metrics = image_metrics(judge, images, labels, "gan")
+    # The same noise without truncation, for comparison (the API always truncates).
+    untruncated = gan.Generator(replace(model_config, truncation=1.0)).to(dev).eval()
+    untruncated.load_state_dict(shipped.state_dict())
+    images, labels = gan_eval_images(untruncated)
+    metrics.update(image_metrics(judge, images, labels, "gan_untruncated"))
     metrics["real_halves_frechet_distance"] = real_floor(judge)
     _log(f"gan metrics {metrics}", quiet)
     samples_dir = Path(samples) if samples else (SAMPLES_DIR if out == WEIGHTS_DIR else out)
@@ -407,7 +445,7 @@ def train_gan(
     return write_report(
         out, gan.KIND, seed=seed, epochs=epochs, steps=step, seconds=seconds, device=dev,
         model_config=model_config, train_config=config, metrics=metrics,
-        extra={"classifier": _rel(judge_path), "eval_seed": EVAL_SEED},
+        extra={"classifier": _rel(judge_path), "eval_seed": EVAL_SEED, "history": history},
     )  # fmt: skip
 
 
@@ -544,14 +582,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=WEIGHTS_DIR, help="weights/metrics folder")
     parser.add_argument("--samples", type=Path, default=None, help="sample-grid folder")
     parser.add_argument("--device", choices=["cpu", "cuda"], default=None)
+    parser.add_argument(
+        "--threads", type=int, default=1,
+        help="torch CPU threads (default 1: the shipped weights were trained so, and one "
+        "thread is also fastest on a busy machine)",
+    )  # fmt: skip
+    parser.add_argument("--eval-every", type=int, default=None, help="GAN: log accuracy")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
+    torch.set_num_threads(max(1, args.threads))
     kwargs: dict[str, Any] = {
         "seed": args.seed, "epochs": args.epochs, "out": args.out.resolve(),
         "device": args.device, "max_steps": args.max_steps, "quiet": args.quiet,
     }  # fmt: skip
     if args.model != "classifier":
         kwargs["samples"] = args.samples
+    if args.model == "gan":
+        kwargs["eval_every"] = args.eval_every
     report = TRAINERS[args.model](**kwargs)
     print(json.dumps({"model": args.model, **report["metrics"]}, indent=2))
     return 0
