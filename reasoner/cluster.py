@@ -82,12 +82,16 @@ def _ray() -> ModuleType:
 
 
 def _reraise(exc: Exception) -> NoReturn:
-    """Raise what the remote code raised (StoreError, ValueError...), not Ray's wrapper of it."""
-    from ray.exceptions import RayTaskError
+    """Raise what the remote code raised (StoreError, ValueError...), not Ray's wrapper of it;
+    Ray's own failures (an actor gone, an object lost) as ClusterError."""
+    from ray.exceptions import RayError, RayTaskError
 
-    if isinstance(exc, RayTaskError) and exc.cause is not None:
-        raise exc.cause from exc
-    raise exc
+    cause = exc.cause if isinstance(exc, RayTaskError) and exc.cause is not None else exc
+    if isinstance(cause, RayError):
+        raise ClusterError(f"Ray: {cause}") from exc
+    if cause is exc:
+        raise exc
+    raise cause from exc
 
 
 async def _remote(ref: ObjectRef[Any]) -> Any:
@@ -438,24 +442,27 @@ class RayCluster:
         ).remote(path)
         gpus = int(ray.cluster_resources().get("GPU", 0))
         self._host_names = [f"{prefix}-host-{index}" for index in range(max(gpus, 1))]
-        self.hosts: list[ActorHandle] = [
-            ray.remote(GeneratorHost).options(
-                name=name, num_gpus=1 if gpus else 0, max_concurrency=HOST_CONCURRENCY,
-                max_restarts=-1, max_task_retries=CALL_RETRIES,
-            ).remote(generators)
-            for name in self._host_names
-        ]
+        self.hosts: list[ActorHandle] = []
+        self.workers: list[ActorHandle] = []
         try:
-            self._names: list[str] = _get(self.hosts[0].names.remote())
-        except ray.exceptions.RayActorError as exc:
-            raise ClusterError(f"the generator host actor did not start: {exc}") from exc
+            self.hosts = [
+                ray.remote(GeneratorHost).options(
+                    name=name, num_gpus=1 if gpus else 0, max_concurrency=HOST_CONCURRENCY,
+                    max_restarts=-1, max_task_retries=CALL_RETRIES,
+                ).remote(generators)
+                for name in self._host_names
+            ]
+            self._names: list[str] = _get(self.hosts[0].names.remote())  # waits for its start
+        except BaseException:
+            self._end()
+            raise
         self._worker = ray.remote(Worker).options(
             max_concurrency=WORKER_CONCURRENCY, max_restarts=-1, max_task_retries=JOB_RETRIES,
             scheduling_strategy="SPREAD",
         )
         self._options = (max_concurrency, score_edges)
         count = workers or sum(1 for node in ray.nodes() if node["Alive"])
-        self.workers: list[ActorHandle] = [self._start_worker(slot) for slot in range(count)]
+        self.workers = [self._start_worker(slot) for slot in range(count)]
         self._busy = [0] * count  # jobs in flight per worker slot
         self.store = RemoteStore(self._store)
         self.generators = proxies(self.hosts[0], self._names)
@@ -494,7 +501,7 @@ class RayCluster:
     async def _job(self, run_id: str, plan: str | None) -> None:
         """Run the job on the least busy worker; if that worker is gone for good, on another."""
         ray = _ray()
-        from ray.exceptions import ActorDiedError, RayTaskError
+        from ray.exceptions import ActorDiedError, RayActorError, RayTaskError
 
         for handover in range(HANDOVERS + 1):
             slot = min(range(len(self.workers)), key=self._busy.__getitem__)
@@ -510,14 +517,14 @@ class RayCluster:
                     await ref
                 raise
             except Exception as exc:
-                # The worker itself died and Ray could not restart it: its job stopped with it.
-                if not isinstance(exc, ActorDiedError) or isinstance(exc, RayTaskError):
-                    _reraise(exc)
-                if handover == HANDOVERS:
+                if isinstance(exc, RayTaskError) or not isinstance(exc, RayActorError):
+                    _reraise(exc)  # the job itself raised
+                if not isinstance(exc, ActorDiedError) or handover == HANDOVERS:
                     raise ClusterError(
-                        f"run {run_id}: {HANDOVERS + 1} workers died running it; resume it "
-                        f"later (last: {exc})"
+                        f"run {run_id}: the Ray worker running it died and Ray's retries are "
+                        f"spent; the store keeps the run, resume it later (last: {exc})"
                     ) from exc
+                # Dead for good (not restarting): its job stopped with it, and moves on.
                 if self.workers[slot] is worker:
                     self.workers[slot] = self._start_worker(slot)
             finally:
@@ -525,12 +532,15 @@ class RayCluster:
 
     async def aclose(self) -> None:
         """Let the hosts release their models, close the store, and end every actor."""
-        ray = _ray()
         try:
             await asyncio.gather(*(_remote(host.aclose.remote()) for host in self.hosts))
             await _remote(self._store.close.remote())
         finally:
-            for actor in [self._store, *self.hosts, *self.workers]:
-                ray.kill(actor)
-            if self._owns_ray:
-                ray.shutdown()
+            self._end()
+
+    def _end(self) -> None:
+        ray = _ray()
+        for actor in [self._store, *self.hosts, *self.workers]:
+            ray.kill(actor)
+        if self._owns_ray:
+            ray.shutdown()
