@@ -14,10 +14,13 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from reasoner import checks
     from reasoner._exceptions import (
+        ClusterError,
+        ExpressionError,
         GeneratorMissingError,
         InputError,
         OutputError,
         PlanError,
+        PlanningError,
         ReasonerError,
         StoreError,
         UnknownPlanError,
@@ -32,6 +35,9 @@ if TYPE_CHECKING:
 
 _EXPORTS = {
     "checks": "reasoner.checks",
+    "ClusterError": "reasoner._exceptions",
+    "PlanningError": "reasoner._exceptions",
+    "ExpressionError": "reasoner._exceptions",
     "GeneratorMissingError": "reasoner._exceptions",
     "InputError": "reasoner._exceptions",
     "OutputError": "reasoner._exceptions",
@@ -53,6 +59,9 @@ _EXPORTS = {
     "StepRun": "reasoner.run",
 }
 __all__ = [
+    "ClusterError",
+    "ExpressionError",
+    "PlanningError",
     "Array",
     "Context",
     "Engine",
