@@ -258,18 +258,25 @@ async def gan_figures(device: str, cfg: BenchConfig) -> dict[str, float]:
     }
 
 
-def load_times(device: str) -> tuple[float, float]:
-    """Cold load of the default model: from the bundled GGUF, and from the safetensors cache."""
+def load_times(device: str) -> tuple[float, float, float]:
+    """Cold loads of the default model, from the bundled GGUF and from the safetensors cache,
+    and the largest logit difference between the two (the conversion must be exact)."""
     from transformers import AutoModelForCausalLM
 
     lm_module.install()  # a no-op once cached; not timed
     start = time.perf_counter()
     gguf = lm_module.bundled_gguf()
-    AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    from_gguf = AutoModelForCausalLM.from_pretrained(
+        gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+    )
     gguf_s = time.perf_counter() - start
     start = time.perf_counter()
-    lm_module.load(device)
-    return gguf_s, time.perf_counter() - start
+    cached = lm_module.load("cpu")
+    cache_s = time.perf_counter() - start
+    ids = torch.tensor([cached.encode_chat(lm_module.to_messages("Hello there!"))])
+    with torch.inference_mode():
+        diff = (from_gguf(ids).logits - cached.model(ids).logits).abs().max().item()
+    return gguf_s, cache_s, diff
 
 
 def main() -> None:
@@ -288,9 +295,12 @@ def main() -> None:
     print(f"device {device}, {torch.get_num_threads()} threads, {cfg}")
 
     if not args.skip_gguf:
-        gguf_s, cache_s = load_times(device)
-        figures |= {"load_gguf_s": gguf_s, "load_cache_s": cache_s}
-        print(f"cold LM load: GGUF {gguf_s:.1f} s, safetensors cache {cache_s:.1f} s")
+        gguf_s, cache_s, diff = load_times(device)
+        figures |= {"load_gguf_s": gguf_s, "load_cache_s": cache_s, "cache_logit_diff": diff}
+        print(
+            f"cold LM load (CPU): GGUF {gguf_s:.1f} s, safetensors cache {cache_s:.1f} s; "
+            f"largest logit difference between the two {diff:.2g}"
+        )
 
     lm = lm_module.load(device)
     prompts = prompts_for(cfg.jobs)

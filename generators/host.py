@@ -377,6 +377,8 @@ class Host:
                     operation=operation,
                 ),
             )
+        if self._closed:  # closed while this call waited for the model to load
+            raise HostClosed("host is closed")
         return await batcher.submit(request)
 
     async def aclose(self) -> None:
