@@ -148,12 +148,12 @@ def install(target: Path | None = None, *, force: bool = False) -> Path:
     are written by hand. The directory appears atomically (renamed from a temporary one),
     so concurrent installers and interrupted runs never leave a half-written model.
     """
-    from safetensors.torch import save_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     target = target or default_model_dir()
     if (target / "model.safetensors").is_file() and not force:
         return target
+    from safetensors.torch import save_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     gguf = bundled_gguf()
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
