@@ -86,8 +86,13 @@ class VAETrain:
     epochs: int = 40
     batch_size: int = 64
     lr: float = 1e-3
-    beta: float = 1.0  # weight of the KL term
-    kl_warmup_epochs: int = 5
+    beta: float = 2.0  # weight of the KL term (above 1: a tidier latent, better prior samples)
+    kl_warmup_epochs: int = 0
+    # Latent adversary: a small classifier learns to read the digit from the posterior
+    # mean, and the encoder is trained to leave it guessing (uniform). Without it the
+    # latent carries the digit's identity and the decoder ignores its label.
+    adv_weight: float = 10.0
+    adv_lr: float = 1e-3
 
 
 # --------------------------------------------------------------------------------------
@@ -471,13 +476,18 @@ def vae_loss(
 
 
 def vae_eval(model: vae.CVAE, judge: clf.Classifier) -> dict[str, float]:
-    """Reconstruction accuracy on held-out digits; accuracy and FD of prior samples."""
+    """Held-out reconstructions, style transfer to other digits, and prior samples."""
     test = test_split()
     labels = tuple(int(v) for v in test.labels)
     mu = vae.encode_batch(model, [vae.EncodeRequest(test.images, labels)])[0]
     recon = vae.decode_batch(model, [vae.DecodeRequest(mu, labels)])[0]
     metrics = image_metrics(judge, recon, test.labels, "vae_recon")
     metrics["vae_recon_mse"] = round(float(((recon - test.images) ** 2).mean()), 5)
+    # Style transfer: each held-out digit's latent decoded as a different digit.
+    other = (test.labels + 1 + np.arange(len(test)) % 9) % NUM_CLASSES
+    swapped = vae.decode_batch(model, [vae.DecodeRequest(mu, other)])[0]
+    swap_acc = class_accuracy(clf.predict(judge, swapped), other)
+    metrics["vae_swap_class_accuracy"] = round(swap_acc, 4)
     prior_labels = balanced_labels(EVAL_PER_CLASS)
     z = vae.prior_latents(len(prior_labels), EVAL_SEED, model.config.z_dim)
     samples = vae.decode_batch(model, [vae.DecodeRequest(z, prior_labels)])[0]
@@ -513,6 +523,10 @@ def train_vae(
     model_config = model_config or vae.VAEConfig()
     model = vae.CVAE(model_config).to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
+    adversary = nn.Sequential(
+        nn.Linear(model_config.z_dim, 128), nn.LeakyReLU(0.2), nn.Linear(128, NUM_CLASSES)
+    ).to(dev)  # fmt: skip
+    opt_adv = torch.optim.Adam(adversary.parameters(), lr=config.adv_lr)
     train = train_split()
     per_epoch = len(train) // config.batch_size
     total = max(1, min(per_epoch * epochs, max_steps or 10**9))
@@ -529,13 +543,24 @@ def train_vae(
             logits, mu, logvar = model(x, vae.one_hot(y), gen)
             beta = config.beta * min(1.0, (step + 1) / warmup)
             loss, rec, kl = vae_loss(logits, x, mu, logvar, beta)
+            if config.adv_weight > 0:
+                # Encoder: push the adversary's guess towards uniform over the 10 digits.
+                confusion = -F.log_softmax(adversary(mu), dim=1).mean()
+                loss = loss + config.adv_weight * confusion
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
+            if config.adv_weight > 0:
+                # Adversary: learn to read the digit from the (frozen) posterior means.
+                adv_loss = F.cross_entropy(adversary(mu.detach()), y)
+                opt_adv.zero_grad(set_to_none=True)  # drops grads left by the confusion term
+                adv_loss.backward()
+                opt_adv.step()
             step += 1
         _log(
             f"vae epoch {epoch + 1}/{epochs} step {step} rec {rec.item():.1f} kl {kl.item():.1f} "
+            f"adversary {adv_loss.item() if config.adv_weight > 0 else 0:.2f} "
             f"{time.perf_counter() - start:.0f}s",
             quiet,
         )

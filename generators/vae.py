@@ -4,7 +4,10 @@ The latent holds the handwriting style and the label holds the digit, so a style
 carried from one digit to another, and two latents can be interpolated (the "morph"
 plan). The label enters both networks through bias-free linear layers on a one-hot
 vector, which equal an embedding lookup for hard labels but also accept soft labels: an
-(n, 10) array of class weights, for interpolating the digit itself.
+(n, 10) array of class weights, for interpolating the digit itself. The decoder takes
+the label at every resolution (hidden layer, 7x7, 14x14), and training keeps the digit's
+identity out of the latent with an adversary (see `train.train_vae`), so the label, not
+the latent, decides which digit is drawn.
 
 No BatchNorm anywhere, so a request's output never depends on its batch neighbours.
 Inference API for the batching host: `EncodeRequest`, `DecodeRequest`, `load`,
@@ -67,7 +70,9 @@ class CVAE(nn.Module):
         self.dec_fc = nn.Linear(config.z_dim, hid)
         self.dec_label = nn.Linear(NUM_CLASSES, hid, bias=False)
         self.dec_fc2 = nn.Linear(hid, 2 * c * 7 * 7)
+        self.dec_label7 = nn.Linear(NUM_CLASSES, 2 * c, bias=False)  # per-channel label bias
         self.dec1 = nn.ConvTranspose2d(2 * c, c, 4, stride=2, padding=1)
+        self.dec_label14 = nn.Linear(NUM_CLASSES, c, bias=False)
         self.dec2 = nn.ConvTranspose2d(c, 1, 4, stride=2, padding=1)
 
     def encode(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -82,8 +87,10 @@ class CVAE(nn.Module):
         """z (B, z_dim), y (B, 10) one-hot or soft -> pixel logits (B, 28, 28)."""
         c = self.config.channels
         h = F.leaky_relu(self.dec_fc(z) + self.dec_label(y), 0.2)  # (B, hidden)
-        h = F.leaky_relu(self.dec_fc2(h), 0.2).view(-1, 2 * c, 7, 7)  # (B, 2c, 7, 7)
-        h = F.leaky_relu(self.dec1(h), 0.2)  # (B, c, 14, 14)
+        h = self.dec_fc2(h).view(-1, 2 * c, 7, 7)  # (B, 2c, 7, 7)
+        h = F.leaky_relu(h + self.dec_label7(y)[:, :, None, None], 0.2)
+        h = self.dec1(h)  # (B, c, 14, 14)
+        h = F.leaky_relu(h + self.dec_label14(y)[:, :, None, None], 0.2)
         return self.dec2(h).squeeze(1)  # (B, 28, 28)
 
     def decode(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
