@@ -227,6 +227,8 @@ class Execution:
     async def _score_edges(self) -> list[EdgeScore]:
         """Coherence of every edge whose ends both succeeded, measured concurrently."""
         generators = self.engine.generators
+        if not self.plan.edges and not {"embedder", "classifier", "vae"} & set(generators):
+            return []  # no metric could apply
 
         async def one(producer: str, consumer: str) -> EdgeScore | None:
             a, b = self.nodes[producer].output, self.nodes[consumer].output
@@ -253,17 +255,16 @@ class Execution:
             node = self.nodes.get(name)
             if node is None or node.status != "pending":
                 continue
-            ready = True
+            state = "ok"
             for producer in node.producers:
                 state = self._subtree(self.nodes[producer])
-                if state == "failed":
-                    self._mark(node, "skipped")
-                    self.bus.emit("step_skipped", self.record.run_id, node.name)
-                    self._after(node)
-                    ready = False
-                    break
-                ready = ready and state == "ok"
-            if ready:
+                if state != "ok":
+                    break  # an unfinished producer will look again when it settles
+            if state == "failed":
+                self._mark(node, "skipped")
+                self.bus.emit("step_skipped", self.record.run_id, node.name)
+                self._after(node)
+            elif state == "ok":
                 node.status = "running"
                 assert self._tg is not None
                 node.task = self._tg.create_task(self._attempts(node, node.generation))
