@@ -22,10 +22,8 @@ if TYPE_CHECKING:
 
 def derive_seed(run_seed: int, node: str, generation: int, attempt: int) -> int:
     """A 32-bit seed fixed by the run seed and the attempt's place in the run."""
-    digest = hashlib.blake2b(
-        f"{run_seed}\x00{node}\x00{generation}\x00{attempt}".encode(), digest_size=4
-    ).digest()
-    return int.from_bytes(digest, "little")
+    key = f"{run_seed}\x00{node}\x00{generation}\x00{attempt}".encode()
+    return int.from_bytes(hashlib.blake2b(key, digest_size=4).digest(), "little")
 
 
 class Context:

@@ -52,7 +52,8 @@ class _Node:
     """A node of the live graph: its step, where it stands, and its output."""
 
     __slots__ = ("name", "step", "bindings", "producers", "dependants", "children", "parent",
-                 "payload", "generation", "status", "attempts", "ordinal", "output", "task")
+                 "payload", "generation", "status", "attempts", "ordinal", "output", "task",
+                 "wants_ctx", "settled")
 
     def __init__(self, name: str, step: Step, bindings: tuple[Binding, ...],
                  producers: tuple[str, ...], dependants: tuple[str, ...]) -> None:
@@ -70,6 +71,8 @@ class _Node:
         self.ordinal = 0
         self.output: BaseModel | None = None
         self.task: asyncio.Task[None] | None = None
+        self.wants_ctx = step.takes_ctx or step.checks_take_ctx
+        self.settled = 0  # producers[:settled] are known to be done, so scans resume there
 
     def record(self) -> NodeRecord:
         return NodeRecord(
@@ -256,10 +259,11 @@ class Execution:
             if node is None or node.status != "pending":
                 continue
             state = "ok"
-            for producer in node.producers:
-                state = self._subtree(self.nodes[producer])
+            while node.settled < len(node.producers):
+                state = self._subtree(self.nodes[node.producers[node.settled]])
                 if state != "ok":
                     break  # an unfinished producer will look again when it settles
+                node.settled += 1
             if state == "failed":
                 self._mark(node, "skipped")
                 self.bus.emit("step_skipped", self.record.run_id, node.name)
@@ -297,7 +301,7 @@ class Execution:
         """The attempt loop of one node in one generation."""
         step, run_id, engine = node.step, self.record.run_id, self.engine
         durable, bus = self.store.durable, self.bus
-        wants_ctx = step.takes_ctx or any(CTX in check.params for check in step.checks)
+        wants_ctx = node.wants_ctx
         kwargs = self._kwargs(node)
         if bus.active:
             bus.emit("step_started", run_id, node.name, generation=generation)
@@ -339,7 +343,7 @@ class Execution:
                     self._run_limit.release()
             if node.generation != generation or self.nodes.get(node.name) is not node:
                 return  # superseded by a backtrack while the step swallowed its cancellation
-            passed = error is None and all(c.passed for c in checks)
+            passed = error is None and (not checks or all(c.passed for c in checks))
             text, blobs = None, {}
             if output is not None and durable:
                 try:
@@ -455,7 +459,7 @@ class Execution:
             node.children = []
             node.output = None
             node.generation += 1
-            node.attempts = 0
+            node.attempts = node.settled = 0
             self._mark(node, "pending")
         for name in removed:
             del self.nodes[name]

@@ -89,6 +89,10 @@ class Step:
     checks: list[Check] = field(default_factory=list)
     takes_ctx: bool = False
 
+    @property
+    def checks_take_ctx(self) -> bool:
+        return any(CTX in check.params for check in self.checks)
+
     def check(self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None) -> Any:
         """Register a consistency check (sync or async) on this step's output."""
 
