@@ -111,3 +111,19 @@ async def test_planner_returns_a_valid_choice(reasoner_models: dict[str, Any]) -
     choice = await choose(reasoner_models["lm"], "reach 24 using 3 3 8 8", plans)
     assert choice.plan in plans
     plans[choice.plan].input.model_validate(choice.input)
+
+
+async def test_default_engine_events_carry_the_hosts_batches() -> None:
+    from reasoner import default_engine
+
+    engine = default_engine(None, device="cpu")
+    batches = []
+    engine.subscribe(lambda event: batches.append(event.data) if event.kind == "batch" else None)
+    try:
+        run = await engine.run(verified_digits.plan, {"expression": "12"}, seed=1)
+    finally:
+        await engine.aclose()
+    assert run.status == "succeeded", run.error
+    models = {batch["model"] for batch in batches}
+    assert {"gan", "classifier", "vae"} <= models
+    assert all(batch["size"] >= 1 and batch["forward_s"] > 0 for batch in batches)
