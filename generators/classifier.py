@@ -147,16 +147,21 @@ def predict(model: Classifier, images: np.ndarray) -> np.ndarray:
     return classify_batch(model, [ClassifyRequest(images)])[0].labels
 
 
-def features(model: Classifier, images: np.ndarray) -> np.ndarray:
-    """Penultimate-layer features (n, feature_dim) float32, the Frechet distance's space."""
+def labels_and_features(model: Classifier, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Predicted digits (n,) int64 and penultimate features (n, feature_dim) in one pass."""
     arr = check_images(images)
     dev = _model_device(model)
+    labels, feats = [], []
     with torch.inference_mode():
-        out = [
-            model.features(torch.from_numpy(np.ascontiguousarray(arr[i : i + 1024])).to(dev))
-            for i in range(0, len(arr), 1024)
-        ]
-        if not out:
-            return np.zeros((0, model.config.feature_dim), np.float32)
-        feats = torch.cat(out).float().cpu().numpy()  # (n, feature_dim)
-    return feats.astype(np.float32)
+        for i in range(0, len(arr), 1024):
+            f = model.features(torch.from_numpy(np.ascontiguousarray(arr[i : i + 1024])).to(dev))
+            labels.append(model.head(f).argmax(dim=1).cpu())  # dropout is off in eval mode
+            feats.append(f.float().cpu())
+    if not feats:
+        return np.zeros(0, np.int64), np.zeros((0, model.config.feature_dim), np.float32)
+    return torch.cat(labels).numpy().astype(np.int64), torch.cat(feats).numpy()
+
+
+def features(model: Classifier, images: np.ndarray) -> np.ndarray:
+    """Penultimate-layer features (n, feature_dim) float32, the Frechet distance's space."""
+    return labels_and_features(model, images)[1]

@@ -1,7 +1,7 @@
 """Class-conditional GAN for MNIST digits: a DCGAN-style generator and a projection critic.
 
 The generator turns noise plus a digit label into a 28x28 image in [0, 1]; at inference
-the noise is scaled by `GANConfig.truncation` (0.8), which lifts class accuracy. The label is
+the noise is scaled by `GANConfig.truncation` (0.7), which lifts class accuracy. The label is
 embedded with a bias-free linear layer on a one-hot vector (the same as a lookup table,
 but it also takes soft labels) and concatenated with the noise. The discriminator is a
 spectrally normalised conv net with a projection head (Miyato & Koyama, 2018) trained
@@ -47,7 +47,7 @@ class GANConfig:
     d_channels: int = 32  # discriminator width at 14x14 (twice this at 7x7)
     # Inference only: requests' noise is scaled by this (the "truncation trick"), trading
     # a little variety for digits that read as their label more reliably.
-    truncation: float = 0.8
+    truncation: float = 0.7
 
 
 class Generator(nn.Module):

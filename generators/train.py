@@ -141,40 +141,50 @@ def balanced_labels(per_class: int) -> np.ndarray:
     return np.repeat(np.arange(NUM_CLASSES, dtype=np.int64), per_class)
 
 
-def classifier_for_metrics(out: Path, device: torch.device) -> tuple[clf.Classifier, str]:
-    """The classifier in `out` when there is one, else the shipped one."""
-    local = out / "classifier.safetensors"
-    path = local if local.is_file() else clf.default_path()
-    return clf.load(device, path), str(path)
+class Judge:
+    """The classifier that scores generated digits, with the held-out features cached."""
 
+    def __init__(self, model: clf.Classifier, path: str) -> None:
+        self.model = model
+        self.path = path
+        self._test_features: np.ndarray | None = None
 
-def image_metrics(
-    judge: clf.Classifier, images: np.ndarray, labels: np.ndarray, prefix: str
-) -> dict[str, float]:
-    """Class accuracy of images meant as `labels`, and their Frechet distance to test digits."""
-    test = test_split()
-    acc = class_accuracy(clf.predict(judge, images), labels)
-    per_class = [
-        class_accuracy(clf.predict(judge, images[labels == c]), labels[labels == c])
-        for c in range(NUM_CLASSES)
-    ]
-    fd = frechet_distance(clf.features(judge, images), clf.features(judge, test.images))
-    return {
-        f"{prefix}_class_accuracy": round(acc, 4),
-        f"{prefix}_min_class_accuracy": round(min(per_class), 4),
-        f"{prefix}_frechet_distance": _sig(fd),
-    }
+    @classmethod
+    def for_output(cls, out: Path, device: torch.device) -> Judge:
+        """The classifier in `out` when there is one, else the shipped one."""
+        local = out / "classifier.safetensors"
+        path = local if local.is_file() else clf.default_path()
+        return cls(clf.load(device, path), str(path))
 
+    @property
+    def test_features(self) -> np.ndarray:
+        if self._test_features is None:
+            self._test_features = clf.features(self.model, test_split().images)
+        return self._test_features
 
-def real_floor(judge: clf.Classifier) -> float:
-    """Frechet distance between two stratified halves of the held-out digits: the floor."""
-    test = test_split()
-    first = np.concatenate(
-        [np.flatnonzero(test.labels == c)[: EVAL_PER_CLASS // 2] for c in range(NUM_CLASSES)]
-    )
-    second = np.setdiff1d(np.arange(len(test)), first)
-    feats = clf.features(judge, test.images)
-    return _sig(frechet_distance(feats[first], feats[second]))
+    def accuracy(self, images: np.ndarray, labels: np.ndarray) -> float:
+        return class_accuracy(clf.predict(self.model, images), labels)
+
+    def metrics(self, images: np.ndarray, labels: np.ndarray, prefix: str) -> dict[str, float]:
+        """Class accuracy (overall, worst digit) of images meant as `labels`, and their
+        Frechet distance to the held-out digits."""
+        predicted, feats = clf.labels_and_features(self.model, images)
+        per_class = [class_accuracy(predicted[labels == c], labels[labels == c])
+                     for c in range(NUM_CLASSES)]  # fmt: skip
+        return {
+            f"{prefix}_class_accuracy": round(class_accuracy(predicted, labels), 4),
+            f"{prefix}_min_class_accuracy": round(min(per_class), 4),
+            f"{prefix}_frechet_distance": _sig(frechet_distance(feats, self.test_features)),
+        }
+
+    def real_floor(self) -> float:
+        """Frechet distance between two stratified halves of the held-out digits: the floor."""
+        labels = test_split().labels
+        half = [np.flatnonzero(labels == c)[: len(labels) // 20] for c in range(NUM_CLASSES)]
+        first = np.concatenate(half)
+        second = np.setdiff1d(np.arange(len(labels)), first)
+        feats = self.test_features
+        return _sig(frechet_distance(feats[first], feats[second]))
 
 
 def write_report(
@@ -273,13 +283,12 @@ def train_classifier(
     seconds = time.perf_counter() - start
     out.mkdir(parents=True, exist_ok=True)
     save_weights(model, model.config, out / "classifier.safetensors", clf.KIND)
-    judge = clf.load(dev, out / "classifier.safetensors")
-    test, tr = test_split(), train_split()
+    judge = Judge.for_output(out, dev)
+    test = test_split()
     metrics = {
-        "test_accuracy": round(class_accuracy(clf.predict(judge, test.images), test.labels), 4),
-        "train_accuracy": round(class_accuracy(clf.predict(judge, tr.images), tr.labels), 4),
+        "test_accuracy": round(judge.accuracy(test.images, test.labels), 4),
         "test_size": len(test),
-        "real_halves_frechet_distance": real_floor(judge),
+        "real_halves_frechet_distance": judge.real_floor(),
     }
     _log(f"classifier metrics {metrics}", quiet)
     return write_report(
@@ -385,7 +394,7 @@ def train_gan(
     gen = torch.Generator().manual_seed(seed)
     done = _steps_budget(max_steps)
     history: list[dict[str, float]] = []
-    judge = classifier_for_metrics(out, dev)[0] if eval_every else None
+    judge = Judge.for_output(out, dev) if eval_every else None
     step, start = 0, time.perf_counter()
     for epoch in range(epochs):
         g.train()
@@ -420,7 +429,7 @@ def train_gan(
                 probe = copy.deepcopy(ema)
                 _recalibrate_bn(probe, torch.Generator().manual_seed(step), dev, batches=10)
                 images, labels = gan_eval_images(probe)
-                acc = class_accuracy(clf.predict(judge, images), labels)
+                acc = judge.accuracy(images, labels)
                 history.append({"step": step, "class_accuracy": round(acc, 4)})
                 _log(f"gan step {step} EMA class accuracy {acc:.3f}", quiet)
         _log(
@@ -435,22 +444,22 @@ def train_gan(
     out.mkdir(parents=True, exist_ok=True)
     save_weights(ema, model_config, out / "gan.safetensors", gan.KIND)
     shipped = gan.load(dev, out / "gan.safetensors")
-    judge, judge_path = classifier_for_metrics(out, dev)
+    judge = Judge.for_output(out, dev)
     images, labels = gan_eval_images(shipped)
-    metrics = image_metrics(judge, images, labels, "gan")
+    metrics = judge.metrics(images, labels, "gan")
     # The same noise without truncation, for comparison (the API always truncates).
     untruncated = gan.Generator(replace(model_config, truncation=1.0)).to(dev).eval()
     untruncated.load_state_dict(shipped.state_dict())
     images, labels = gan_eval_images(untruncated)
-    metrics.update(image_metrics(judge, images, labels, "gan_untruncated"))
-    metrics["real_halves_frechet_distance"] = real_floor(judge)
+    metrics.update(judge.metrics(images, labels, "gan_untruncated"))
+    metrics["real_halves_frechet_distance"] = judge.real_floor()
     _log(f"gan metrics {metrics}", quiet)
     samples_dir = Path(samples) if samples else (SAMPLES_DIR if out == WEIGHTS_DIR else out)
     write_png(samples_dir / "gan.png", gan_grid(shipped))
     return write_report(
         out, gan.KIND, seed=seed, epochs=epochs, steps=step, seconds=seconds, device=dev,
         model_config=model_config, train_config=config, metrics=metrics,
-        extra={"classifier": _rel(judge_path), "eval_seed": EVAL_SEED, "history": history},
+        extra={"classifier": _rel(judge.path), "eval_seed": EVAL_SEED, "history": history},
     )  # fmt: skip
 
 
@@ -475,23 +484,22 @@ def vae_loss(
     return rec + beta * kl, rec, kl
 
 
-def vae_eval(model: vae.CVAE, judge: clf.Classifier) -> dict[str, float]:
+def vae_eval(model: vae.CVAE, judge: Judge) -> dict[str, float]:
     """Held-out reconstructions, style transfer to other digits, and prior samples."""
     test = test_split()
     labels = tuple(int(v) for v in test.labels)
     mu = vae.encode_batch(model, [vae.EncodeRequest(test.images, labels)])[0]
     recon = vae.decode_batch(model, [vae.DecodeRequest(mu, labels)])[0]
-    metrics = image_metrics(judge, recon, test.labels, "vae_recon")
+    metrics = judge.metrics(recon, test.labels, "vae_recon")
     metrics["vae_recon_mse"] = round(float(((recon - test.images) ** 2).mean()), 5)
     # Style transfer: each held-out digit's latent decoded as a different digit.
     other = (test.labels + 1 + np.arange(len(test)) % 9) % NUM_CLASSES
     swapped = vae.decode_batch(model, [vae.DecodeRequest(mu, other)])[0]
-    swap_acc = class_accuracy(clf.predict(judge, swapped), other)
-    metrics["vae_swap_class_accuracy"] = round(swap_acc, 4)
+    metrics["vae_swap_class_accuracy"] = round(judge.accuracy(swapped, other), 4)
     prior_labels = balanced_labels(EVAL_PER_CLASS)
     z = vae.prior_latents(len(prior_labels), EVAL_SEED, model.config.z_dim)
     samples = vae.decode_batch(model, [vae.DecodeRequest(z, prior_labels)])[0]
-    metrics.update(image_metrics(judge, samples, prior_labels, "vae_prior"))
+    metrics.update(judge.metrics(samples, prior_labels, "vae_prior"))
     return metrics
 
 
@@ -570,16 +578,16 @@ def train_vae(
     out.mkdir(parents=True, exist_ok=True)
     save_weights(model, model_config, out / "vae.safetensors", vae.KIND)
     shipped = vae.load(dev, out / "vae.safetensors")
-    judge, judge_path = classifier_for_metrics(out, dev)
+    judge = Judge.for_output(out, dev)
     metrics = vae_eval(shipped, judge)
-    metrics["real_halves_frechet_distance"] = real_floor(judge)
+    metrics["real_halves_frechet_distance"] = judge.real_floor()
     _log(f"vae metrics {metrics}", quiet)
     samples_dir = Path(samples) if samples else (SAMPLES_DIR if out == WEIGHTS_DIR else out)
     write_png(samples_dir / "vae.png", vae_grid(shipped))
     return write_report(
         out, vae.KIND, seed=seed, epochs=epochs, steps=step, seconds=seconds, device=dev,
         model_config=model_config, train_config=config, metrics=metrics,
-        extra={"classifier": _rel(judge_path), "eval_seed": EVAL_SEED},
+        extra={"classifier": _rel(judge.path), "eval_seed": EVAL_SEED},
     )  # fmt: skip
 
 
