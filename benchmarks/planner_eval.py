@@ -2,8 +2,9 @@
 
 20 requests written for this benchmark (none of them a plan's own example),
 each with the plan it should pick. For each, `reasoner.planner.choose` asks the
-language model under schema-constrained decoding; a pick counts when the plan
-is right and pydantic accepted the input. Prints each pick and the share
+language model under schema-constrained decoding, with the plans' examples
+ordered by embedding likeness to the request; a pick counts when the plan is
+right and pydantic accepted the input. Prints each pick and the share
 right; the last line is one JSON object.
 
     python benchmarks/planner_eval.py
@@ -53,7 +54,8 @@ async def main() -> dict[str, float]:
     try:
         for i, (request, expected) in enumerate(REQUESTS):
             try:
-                choice = await choose(engine.generators["lm"], request, plans, seed=i)
+                choice = await choose(engine.generators["lm"], request, plans,
+                                      embedder=engine.generators["embedder"], seed=i)
             except PlanningError as exc:
                 print(f"  no choice  {request!r}: {exc}", flush=True)
                 continue

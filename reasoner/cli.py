@@ -203,7 +203,8 @@ def _ask(args: argparse.Namespace) -> int:
         plans = known_plans()
         engine = default_engine(None if args.dry_run else args.store, device=args.device)
         try:
-            choice = await choose(engine.generators["lm"], args.request, plans, seed=args.seed)
+            choice = await choose(engine.generators["lm"], args.request, plans,
+                                  embedder=engine.generators["embedder"], seed=args.seed)
             print(choice.model_dump_json(), file=sys.stdout if args.dry_run else sys.stderr,
                   flush=True)
             if args.dry_run:

@@ -12,7 +12,7 @@ pydantic; a rejected one is asked again, with the validation error, up to
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError, create_model
@@ -35,16 +35,33 @@ def _summary(plan: Plan) -> str:
     return first.removeprefix(f"{plan.name}:").strip()
 
 
-def choice_prompt(request: str, plans: Mapping[str, Plan]) -> str:
+def choice_prompt(request: str, plans: Mapping[str, Plan],
+                  examples: Sequence[tuple[str, str]] | None = None) -> str:
+    """The plans' descriptions, then (request, plan name) examples, then the request."""
+    if examples is None:
+        examples = [(text, name) for name, plan in plans.items() for text, _ in plan.examples]
     lines = ["Pick the plan that fulfils the request. Plans:"]
     for name, plan in plans.items():
         lines.append(f"- {name}: {_summary(plan)}")
     lines.append("Examples:")
-    for name, plan in plans.items():
-        for example, _ in plan.examples:
-            lines.append(f'Request: {example}\nAnswer: {{"plan": "{name}"}}')
+    for text, name in examples:
+        lines.append(f'Request: {text}\nAnswer: {{"plan": "{name}"}}')
     lines.append(f"Request: {request}\nAnswer:")
     return "\n".join(lines)
+
+
+async def nearest_last(embedder: Any, request: str,
+                       plans: Mapping[str, Plan]) -> list[tuple[str, str]]:
+    """The plans' examples ordered by likeness to the request, the most alike last.
+
+    A small model leans on the examples nearest the question; putting the most
+    relevant ones there (retrieved with the sentence embedder) is what makes a
+    135M-parameter model choose well.
+    """
+    examples = [(text, name) for name, plan in plans.items() for text, _ in plan.examples]
+    vectors = await embedder.embed([request] + [text for text, _ in examples])  # (1 + n, d)
+    likeness = vectors[1:] @ vectors[0]  # (n,)
+    return [examples[i] for i in sorted(range(len(examples)), key=lambda i: likeness[i])]
 
 
 def input_prompt(request: str, plan: Plan) -> str:
@@ -75,16 +92,23 @@ async def _ask(lm: Any, prompt: str, schema: type[BaseModel], seed: int, attempt
 
 
 async def choose(
-    lm: Any, request: str, plans: Mapping[str, Plan], *, seed: int = 0, attempts: int = 3
+    lm: Any, request: str, plans: Mapping[str, Plan], *, embedder: Any = None, seed: int = 0,
+    attempts: int = 3,
 ) -> Choice:
-    """Ask the model for a plan and its input; validated, re-asked on failure."""
+    """Ask the model for a plan and its input; validated, re-asked on failure.
+
+    With an `embedder`, the examples in the prompt are ordered by likeness to
+    the request (`nearest_last`).
+    """
     if not request.strip():
         raise InputError("the request is empty")
     if not plans:
         raise PlanningError("there are no plans to choose from")
     names = tuple(plans)
     picker = create_model("PlanChoice", plan=(Literal[names], ...))  # type: ignore[valid-type]
-    picked, asked = await _ask(lm, choice_prompt(request, plans), picker, seed, attempts, "plan")
+    examples = await nearest_last(embedder, request, plans) if embedder is not None else None
+    prompt = choice_prompt(request, plans, examples)
+    picked, asked = await _ask(lm, prompt, picker, seed, attempts, "plan")
     plan = plans[picked.plan]  # type: ignore[attr-defined]
     task, more = await _ask(lm, input_prompt(request, plan), plan.input, seed + 100, attempts,
                             f"input for {plan.name}")
