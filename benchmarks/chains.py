@@ -1,12 +1,15 @@
 """verified-digits jobs on one shared generator host: one at a time against 32 at once.
 
-Every job runs the whole chain (language model, arithmetic check, GAN, classifier,
-VAE). At concurrency 32 the host batches the model calls of all jobs into shared
-forward passes; at concurrency 1 each call runs alone. Same jobs, same seeds, one
+With `--inputs questions` every job runs the whole chain (language model,
+arithmetic check, GAN, classifier, VAE); with `--inputs expressions` the answer
+is computed exactly and the jobs exercise the image half of the chain only (on
+two CPU cores, 64 LM-driven jobs one at a time take about an hour). At
+concurrency 32 the host batches the model calls of all jobs into shared forward
+passes; at concurrency 1 each call runs alone. Same jobs, same seeds, one
 process, one host (warmed up first). Prints jobs/s for each and the ratio; the
 last line is one JSON object with the figures.
 
-    python benchmarks/chains.py [--jobs 64] [--device cpu|cuda]
+    python benchmarks/chains.py [--jobs 64] [--inputs questions|expressions] [--device cuda]
 """
 
 from __future__ import annotations
@@ -21,8 +24,10 @@ from plans.verified_digits import plan
 from reasoner import default_engine
 
 
-async def main(jobs: int, device: str | None) -> dict[str, float]:
-    problems = [{"question": p.question} for p in make_problems(jobs, seed=1)]
+async def main(jobs: int, inputs: str, device: str | None) -> dict[str, float]:
+    problems = [{"question": p.question} if inputs == "questions" else
+                {"expression": str(p.answer * 37 + i)}
+                for i, p in enumerate(make_problems(jobs, seed=1))]
     engine = default_engine(None, device=device)
     try:
         async for _ in engine.map(plan, problems[:2], concurrency=2):  # load every model
@@ -49,6 +54,8 @@ async def main(jobs: int, device: str | None) -> dict[str, float]:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=64)
+    parser.add_argument("--inputs", choices=["questions", "expressions"], default="questions")
     parser.add_argument("--device", default=None)
     args = parser.parse_args()
-    print(json.dumps({k: round(v, 4) for k, v in asyncio.run(main(args.jobs, args.device)).items()}))
+    figures = asyncio.run(main(args.jobs, args.inputs, args.device))
+    print(json.dumps({k: round(v, 4) for k, v in figures.items()}))
