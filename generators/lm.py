@@ -380,7 +380,10 @@ def load(device: str | torch.device, model: str | None = None) -> LanguageModel:
     source = resolve(model)
     device = torch.device(device)
     dtype = torch.float32 if device.type == "cpu" else torch.bfloat16
-    hf_model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype).to(device).eval()
+    # use_safetensors: a model id or path whose weights exist only as pickles is refused.
+    hf_model = AutoModelForCausalLM.from_pretrained(
+        source, dtype=dtype, use_safetensors=True
+    ).to(device).eval()
     tokenizer = AutoTokenizer.from_pretrained(source)
     eos = hf_model.generation_config.eos_token_id
     eos_ids = {eos} if isinstance(eos, int) else set(eos or ())
