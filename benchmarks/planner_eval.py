@@ -2,8 +2,8 @@
 
 20 requests written for this benchmark (none of them a plan's own example),
 each with the plan it should pick. For each, `reasoner.planner.choose` asks the
-language model under schema-constrained decoding, with the plans' examples
-ordered by embedding likeness to the request; a pick counts when the plan is
+language model under schema-constrained decoding, among the two plans whose
+examples the sentence embedder finds likeliest; a pick counts when the plan is
 right and pydantic accepted the input. Prints each pick and the share
 right; the last line is one JSON object.
 

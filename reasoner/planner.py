@@ -50,18 +50,26 @@ def choice_prompt(request: str, plans: Mapping[str, Plan],
     return "\n".join(lines)
 
 
-async def nearest_last(embedder: Any, request: str,
-                       plans: Mapping[str, Plan]) -> list[tuple[str, str]]:
-    """The plans' examples ordered by likeness to the request, the most alike last.
+async def shortlist(embedder: Any, request: str, plans: Mapping[str, Plan],
+                    keep: int = 2) -> tuple[dict[str, Plan], list[tuple[str, str]]]:
+    """The `keep` plans whose examples are most like the request, and their examples
+    ordered by likeness, the most alike last.
 
-    A small model leans on the examples nearest the question; putting the most
-    relevant ones there (retrieved with the sentence embedder) is what makes a
-    135M-parameter model choose well.
+    A 135M-parameter model cannot weigh four plan descriptions, and leans on the
+    examples nearest the question; retrieval with the sentence embedder narrows
+    the choice (and the schema) to the likeliest plans and puts the most
+    relevant examples there.
     """
     examples = [(text, name) for name, plan in plans.items() for text, _ in plan.examples]
     vectors = await embedder.embed([request] + [text for text, _ in examples])  # (1 + n, d)
     likeness = vectors[1:] @ vectors[0]  # (n,)
-    return [examples[i] for i in sorted(range(len(examples)), key=lambda i: likeness[i])]
+    best: dict[str, float] = {}
+    for (_, name), score in zip(examples, likeness, strict=True):
+        best[name] = max(best.get(name, -1.0), float(score))
+    kept = sorted(best, key=best.__getitem__, reverse=True)[:keep]
+    ordered = sorted(range(len(examples)), key=lambda i: likeness[i])
+    return ({name: plans[name] for name in plans if name in kept},
+            [examples[i] for i in ordered if examples[i][1] in kept])
 
 
 def input_prompt(request: str, plan: Plan) -> str:
@@ -97,17 +105,19 @@ async def choose(
 ) -> Choice:
     """Ask the model for a plan and its input; validated, re-asked on failure.
 
-    With an `embedder`, the examples in the prompt are ordered by likeness to
-    the request (`nearest_last`).
+    With an `embedder`, the model chooses among the plans the embedder finds
+    likeliest (`shortlist`), with the most relevant examples nearest the request.
     """
     if not request.strip():
         raise InputError("the request is empty")
     if not plans:
         raise PlanningError("there are no plans to choose from")
-    names = tuple(plans)
-    picker = create_model("PlanChoice", plan=(Literal[names], ...))  # type: ignore[valid-type]
-    examples = await nearest_last(embedder, request, plans) if embedder is not None else None
-    prompt = choice_prompt(request, plans, examples)
+    candidates, examples = plans, None
+    if embedder is not None and len(plans) > 2:
+        candidates, examples = await shortlist(embedder, request, plans)
+    picker = create_model(  # the schema admits the candidates' names only
+        "PlanChoice", plan=(Literal[tuple(candidates)], ...))  # type: ignore[valid-type]
+    prompt = choice_prompt(request, candidates, examples)
     picked, asked = await _ask(lm, prompt, picker, seed, attempts, "plan")
     plan = plans[picked.plan]  # type: ignore[attr-defined]
     task, more = await _ask(lm, input_prompt(request, plan), plan.input, seed + 100, attempts,

@@ -68,3 +68,20 @@ def test_ask_dry_run_prints_the_choice(capsys, monkeypatch) -> None:  # noqa: AN
     assert main(["ask", "turn a two into a five", "--dry-run"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed == {"plan": "morph", "input": {"source": 2, "target": 5, "frames": 6}, "asked": 2}
+
+
+async def test_the_embedder_narrows_the_choice_and_the_schema() -> None:
+    from reasoner.planner import shortlist
+    from reasoner.testing import FakeEmbedder
+
+    plans = known_plans()
+    kept, examples = await shortlist(FakeEmbedder(), "write the number 42 in handwriting", plans)
+    assert len(kept) == 2 and "verified-digits" in kept
+    assert examples[-1] == ("write the number 305 in handwriting", "verified-digits")
+    outside = next(name for name in plans if name not in kept)  # not even in the schema
+    lm = answering(f'{{"plan": "{outside}"}}', '{"plan": "verified-digits"}',
+                   '{"expression": "42"}')
+    choice = await choose(lm, "write the number 42 in handwriting", plans,
+                          embedder=FakeEmbedder())
+    assert choice.plan == "verified-digits" and choice.asked == 3
+    assert f"- {outside}:" not in lm.calls[0][0]
