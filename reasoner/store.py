@@ -94,12 +94,6 @@ class StoredRun:
     edges: list[EdgeScore] = field(default_factory=list)
     blobs: dict[str, Any] = field(default_factory=dict)  # key -> decoded array
 
-    def output_of(self, attempt_id: int) -> str | None:
-        for attempt in self.attempts:
-            if attempt.id == attempt_id:
-                return attempt.output
-        return None
-
 
 @dataclass
 class RunHistory:
