@@ -53,7 +53,6 @@ class AttemptRecord:
 
 
 ATTEMPT = TypeAdapter(AttemptRecord)
-CHECK = TypeAdapter(CheckRecord)
 
 
 class NodeRecord(BaseModel):
