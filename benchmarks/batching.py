@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from generators import Host
+from generators import Host, data
 from generators import lm as lm_module
 from generators.lm import LanguageModel
 
@@ -231,7 +231,7 @@ def continuous_spread(
 async def gan_figures(device: str, cfg: BenchConfig) -> dict[str, float]:
     from generators import gan
 
-    if not gan.default_path().is_file():
+    if not data.weights_path("gan").is_file():
         print("GAN: no shipped weights yet, skipped")
         return {}
     model = gan.load(device)

@@ -18,10 +18,8 @@ from torch.nn import functional as F
 
 from generators.data import (
     NUM_CLASSES,
-    WEIGHTS_DIR,
     check_images,
-    read_weights,
-    resolve_device,
+    load_model,
 )
 
 KIND = "classifier"
@@ -87,17 +85,9 @@ class Classification:
     probs: np.ndarray  # (n, 10) float32
 
 
-def default_path() -> Path:
-    return WEIGHTS_DIR / "classifier.safetensors"
-
-
 def load(device: str | torch.device = "cpu", path: str | Path | None = None) -> Classifier:
     """The shipped (or given) classifier, on `device`, in eval mode, gradients off."""
-    dev = resolve_device(device)
-    state, cfg = read_weights(path or default_path(), KIND, dev)
-    model = Classifier(ClassifierConfig.from_dict(cfg))
-    model.load_state_dict(state)
-    return model.to(dev).eval().requires_grad_(False)
+    return load_model(KIND, lambda cfg: Classifier(ClassifierConfig.from_dict(cfg)), path, device)
 
 
 def validate_classify(request: ClassifyRequest) -> None:

@@ -12,16 +12,19 @@ from __future__ import annotations
 import gzip
 import io
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
+
+M = TypeVar("M", bound=torch.nn.Module)
 
 SPLIT_SEED = 20261123
 TEST_PER_CLASS = 100
@@ -204,11 +207,23 @@ def save_weights(module: torch.nn.Module, config: Any, path: str | Path, kind: s
     save_file(tensors, str(path), metadata=meta)
 
 
-def read_weights(
-    path: str | Path, kind: str, device: torch.device
-) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """State dict (already on `device`) and config dict of a file written by save_weights."""
-    path = Path(path)
+def weights_path(kind: str) -> Path:
+    """Where the shipped weights of `kind` ("gan", "vae", "classifier") lie."""
+    return WEIGHTS_DIR / f"{kind}.safetensors"
+
+
+def load_model(
+    kind: str,
+    build: Callable[[dict[str, Any]], M],
+    path: str | Path | None,
+    device: str | torch.device,
+) -> M:
+    """A model written by save_weights: `build(config)` on `device`, eval mode, no gradients.
+
+    `path` defaults to the shipped weights.
+    """
+    path = Path(path or weights_path(kind))
+    dev = resolve_device(device)
     if not path.is_file():
         raise FileNotFoundError(
             f"no {kind} weights at {path}; train them with `python -m generators.train {kind}`"
@@ -219,6 +234,8 @@ def read_weights(
         raise ValueError(f"{path} holds {meta.get('kind')!r} weights, expected {kind!r}")
     state = {
         k: v.float() if v.is_floating_point() else v
-        for k, v in load_file(str(path), device=str(device)).items()
+        for k, v in load_file(str(path), device=str(dev)).items()
     }  # float16 on disk, float32 in the model
-    return state, json.loads(meta["config"])
+    model = build(json.loads(meta["config"]))
+    model.load_state_dict(state)
+    return model.to(dev).eval().requires_grad_(False)

@@ -27,11 +27,9 @@ from torch.nn.utils import spectral_norm
 
 from generators.data import (
     NUM_CLASSES,
-    WEIGHTS_DIR,
     check_labels,
     check_seed,
-    read_weights,
-    resolve_device,
+    load_model,
 )
 
 KIND = "gan"
@@ -123,17 +121,9 @@ class GenerateRequest:
     shared_style: bool = True  # one noise vector for all the digits: one handwriting
 
 
-def default_path() -> Path:
-    return WEIGHTS_DIR / "gan.safetensors"
-
-
 def load(device: str | torch.device = "cpu", path: str | Path | None = None) -> Generator:
     """The shipped (or given) generator, on `device`, in eval mode, gradients off."""
-    dev = resolve_device(device)
-    state, cfg = read_weights(path or default_path(), KIND, dev)
-    model = Generator(GANConfig(**cfg))
-    model.load_state_dict(state)
-    return model.to(dev).eval().requires_grad_(False)
+    return load_model(KIND, lambda cfg: Generator(GANConfig(**cfg)), path, device)
 
 
 def validate_request(request: GenerateRequest) -> None:

@@ -52,6 +52,7 @@ from generators.data import (
     save_weights,
     test_split,
     train_split,
+    weights_path,
 )
 from generators.metrics import class_accuracy, frechet_distance, image_grid, write_png
 
@@ -186,7 +187,7 @@ class Judge:
     def for_output(cls, out: Path, device: torch.device) -> Judge:
         """The classifier in `out` when there is one, else the shipped one."""
         local = out / "classifier.safetensors"
-        path = local if local.is_file() else clf.default_path()
+        path = local if local.is_file() else weights_path("classifier")
         return cls(clf.load(device, path), str(path))
 
     @property

@@ -28,14 +28,12 @@ from torch.nn import functional as F
 
 from generators.data import (
     NUM_CLASSES,
-    WEIGHTS_DIR,
     check_images,
     check_labels,
     check_matrix,
     check_seed,
     check_soft_labels,
-    read_weights,
-    resolve_device,
+    load_model,
 )
 
 KIND = "vae"
@@ -129,17 +127,9 @@ class DecodeRequest:
     labels: tuple[int, ...] | np.ndarray  # ints, or (n, 10) soft labels (rows sum to 1)
 
 
-def default_path() -> Path:
-    return WEIGHTS_DIR / "vae.safetensors"
-
-
 def load(device: str | torch.device = "cpu", path: str | Path | None = None) -> CVAE:
     """The shipped (or given) CVAE, on `device`, in eval mode, gradients off."""
-    dev = resolve_device(device)
-    state, cfg = read_weights(path or default_path(), KIND, dev)
-    model = CVAE(VAEConfig(**cfg))
-    model.load_state_dict(state)
-    return model.to(dev).eval().requires_grad_(False)
+    return load_model(KIND, lambda cfg: CVAE(VAEConfig(**cfg)), path, device)
 
 
 def validate_encode(request: EncodeRequest) -> None:

@@ -280,7 +280,7 @@ def test_classifier_bad_request(judge: clf.Classifier) -> None:
 
 def test_load_rejects_wrong_or_missing_file(tmp_path) -> None:
     with pytest.raises(ValueError, match="holds 'classifier' weights, expected 'gan'"):
-        gan.load(path=clf.default_path())
+        gan.load(path=data.weights_path("classifier"))
     with pytest.raises(FileNotFoundError, match="python -m generators.train vae"):
         vae.load(path=tmp_path / "missing.safetensors")
 
