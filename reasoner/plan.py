@@ -46,11 +46,12 @@ class StepOptions:
 
     retries: int = 0
     timeout: float | None = None
-    uses: tuple[str, ...] = ()
+    uses: Sequence[str] = ()
     backtrack: bool = True  # may a failing descendant regenerate this step?
     required: bool = True  # templates: does a failed spawned node fail the run?
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "uses", tuple(self.uses))  # any sequence of names
         if self.retries < 0:
             raise PlanError(f"retries must be >= 0, got {self.retries}")
         if self.timeout is not None and self.timeout <= 0:
@@ -238,10 +239,10 @@ class Plan:
         inputs: dict[str, str | Sequence[str]] | None = None,
     ) -> Any:
         """Decorator adding a step; usable bare (`@plan.step`) or with options."""
-        options = StepOptions(retries, timeout, tuple(uses), backtrack)
 
         def register(fn: Callable[..., Any]) -> Step:
-            return self._add(_make_step(fn, name, options, inputs, template=False))
+            return self.add_step(fn, name=name, inputs=inputs, retries=retries,
+                                 timeout=timeout, uses=uses, backtrack=backtrack)
 
         return register(fn) if fn is not None else register
 
@@ -269,7 +270,7 @@ class Plan:
         required: bool = True,
     ) -> Any:
         """Decorator for a step that only runs when spawned; it takes one payload model."""
-        options = StepOptions(retries, timeout, tuple(uses), backtrack, required)
+        options = StepOptions(retries, timeout, uses, backtrack, required)
 
         def register(fn: Callable[..., Any]) -> Step:
             step = _make_step(fn, name, options, None, template=True)
