@@ -405,7 +405,8 @@ def train_gan(
     eval_every: int | None = None,
     recalibrate_batches: int = 50,
 ) -> dict[str, Any]:
-    """Hinge-loss projection GAN; ships the EMA generator and measures it with the classifier.
+    """Projection GAN with an AC class loss (BCE by default); ships the EMA generator, measured
+    with the classifier.
 
     With `eval_every`, the EMA generator's class accuracy is logged every that many steps
     (on its own noise stream, so the training itself is unchanged) and kept as `history`.

@@ -158,9 +158,9 @@ class GeneratorHost:
 class GeneratorProxy:
     """A generator on a host actor, called like the local one: `await proxy.method(...)`.
 
-    The typed subclasses below carry the Host handles' signatures, so a wrong
-    argument fails in the step, not in the actor; other generators a factory
-    makes are reached through `__getattr__`.
+    Every method is forwarded as it is called, so the proxy serves any
+    generator a factory makes; a wrong argument raises its original error type
+    from the actor, exactly as the local handle would.
     """
 
     def __init__(self, host: ActorHandle, name: str) -> None:
@@ -180,70 +180,9 @@ class GeneratorProxy:
         return call
 
 
-class LMProxy(GeneratorProxy):
-    async def generate(
-        self,
-        prompt: str | Sequence[dict[str, str]],
-        *,
-        max_new_tokens: int = 64,
-        temperature: float = 0.7,
-        top_p: float = 0.95,
-        stop: Sequence[str] | None = None,
-        seed: int = 0,
-        schema: type[Any] | None = None,
-        system: str | None = None,
-    ) -> Any:
-        return await self._call(
-            "generate", prompt, max_new_tokens=max_new_tokens, temperature=temperature,
-            top_p=top_p, stop=stop, seed=seed, schema=schema, system=system,
-        )
-
-    async def score(
-        self, prompt: str | Sequence[dict[str, str]], continuations: Sequence[str]
-    ) -> list[float]:
-        return await self._call("score", prompt, continuations)  # type: ignore[no-any-return]
-
-
-class GANProxy(GeneratorProxy):
-    async def generate(self, labels: Sequence[int], *, seed: int, shared_style: bool = True) -> Any:
-        return await self._call("generate", labels, seed=seed, shared_style=shared_style)
-
-
-class VAEProxy(GeneratorProxy):
-    async def encode(self, images: Any, labels: Sequence[int]) -> Any:
-        return await self._call("encode", images, labels)
-
-    async def decode(self, latents: Any, labels: Any) -> Any:
-        return await self._call("decode", latents, labels)
-
-    async def interpolate(
-        self, a_latent: Any, b_latent: Any, steps: int, labels_a: int, labels_b: int
-    ) -> Any:
-        return await self._call("interpolate", a_latent, b_latent, steps, labels_a, labels_b)
-
-
-class ClassifierProxy(GeneratorProxy):
-    async def classify(self, images: Any) -> Any:
-        return await self._call("classify", images)
-
-
-class EmbedderProxy(GeneratorProxy):
-    async def embed(self, texts: Sequence[str]) -> Any:
-        return await self._call("embed", texts)
-
-    async def similarity(self, a: str, b: str) -> float:
-        return await self._call("similarity", a, b)  # type: ignore[no-any-return]
-
-
-_PROXIES: dict[str, type[GeneratorProxy]] = {
-    "lm": LMProxy, "gan": GANProxy, "vae": VAEProxy, "classifier": ClassifierProxy,
-    "embedder": EmbedderProxy,
-}
-
-
 def proxies(host: ActorHandle, names: Sequence[str]) -> dict[str, GeneratorProxy]:
     """A worker's `ctx` generators: one proxy per generator the host actor holds."""
-    return {name: _PROXIES.get(name, GeneratorProxy)(host, name) for name in names}
+    return {name: GeneratorProxy(host, name) for name in names}
 
 
 # ----------------------------------------------------------------------- store
