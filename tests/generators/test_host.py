@@ -204,13 +204,6 @@ def test_handles_cover_every_model():
     assert host.handles()["lm"] is host.lm
 
 
-def _shipped(*names: str) -> bool:
-    from generators.data import WEIGHTS_DIR
-
-    return all((WEIGHTS_DIR / f"{name}.safetensors").is_file() for name in names)
-
-
-@pytest.mark.skipif(not _shipped("gan", "vae", "classifier"), reason="image weights not shipped yet")
 async def test_image_handles_for_real():
     async with Host("cpu", max_wait_ms=20) as host:
         together = await asyncio.gather(
