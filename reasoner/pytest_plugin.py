@@ -12,22 +12,29 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import pytest_asyncio
 
-from reasoner.engine import Engine
-from reasoner.testing import fake_generators
+if TYPE_CHECKING:
+    from reasoner.engine import Engine
+
+# The engine and the fakes are imported inside the fixtures: this module loads in every
+# pytest session of every project that installs the package, and should cost nothing there.
 
 
 @pytest.fixture
 def reasoner_fakes() -> dict[str, Any]:
+    from reasoner.testing import fake_generators
+
     return fake_generators()
 
 
 @pytest.fixture
 def reasoner_engine(tmp_path: Path, reasoner_fakes: dict[str, Any]) -> Iterator[Engine]:
+    from reasoner.engine import Engine
+
     engine = Engine(tmp_path / "runs.db", generators=reasoner_fakes)
     yield engine
     engine.store.close()
