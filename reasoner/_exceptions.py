@@ -27,6 +27,14 @@ class StoreError(ReasonerError):
     """Raised when the store cannot be opened or holds no such run."""
 
 
+class RunBusyError(StoreError):
+    """Raised when another live process holds the lease of the run to execute; names it."""
+
+
+class LeaseLostError(StoreError):
+    """Raised in a run whose lease expired and was taken over by another process."""
+
+
 class GeneratorMissingError(ReasonerError):
     """Raised when a step uses a generator (`ctx.lm`, ...) the engine was not given."""
 

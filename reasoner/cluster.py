@@ -37,7 +37,7 @@ import asyncio
 import contextlib
 import importlib
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -48,7 +48,8 @@ from reasoner.events import EventBus
 from reasoner.plan import Plan
 from reasoner.records import BacktrackRecord, NodeRecord, RunRecord, Status
 from reasoner.registry import load_plan, plan_ref
-from reasoner.store import Blobs, RunHistory, SQLiteStore, Store, StoredRun
+from reasoner.lease import Lease
+from reasoner.store import Blobs, Holder, RunHistory, SQLiteStore, Store, StoredRun
 
 if TYPE_CHECKING:
     from ray import ObjectRef
@@ -203,6 +204,15 @@ class StoreHost:
     def create_run(self, record: RunRecord) -> None:
         self.store.create_run(record)
 
+    def acquire_lease(self, run_id: str, holder: Holder) -> None:
+        self.store.acquire_lease(run_id, holder)
+
+    def renew_lease(self, run_id: str, holder: Holder) -> bool:
+        return self.store.renew_lease(run_id, holder)
+
+    def release_lease(self, run_id: str, holder: Holder) -> None:
+        self.store.release_lease(run_id, holder)
+
     def load(self, run_id: str) -> StoredRun:
         return self.store.load(run_id)
 
@@ -281,6 +291,18 @@ class RemoteStore(Store):
         shipped, self._shipped = self._shipped, []
         future.set_result(shipped)
 
+    # Leases go straight to the actor, in order after the writes shipped before them.
+    def acquire_lease(self, run_id: str, holder: Holder) -> Awaitable[None]:  # type: ignore[override]
+        self.commit()
+        return _remote(self.actor.acquire_lease.remote(run_id, holder))
+
+    def renew_lease(self, run_id: str, holder: Holder) -> Awaitable[bool]:  # type: ignore[override]
+        return _remote(self.actor.renew_lease.remote(run_id, holder))
+
+    def release_lease(self, run_id: str, holder: Holder) -> Awaitable[None]:  # type: ignore[override]
+        self.commit()
+        return _remote(self.actor.release_lease.remote(run_id, holder))
+
     def load(self, run_id: str) -> StoredRun:
         return _get(self.actor.load.remote(run_id))  # type: ignore[no-any-return]
 
@@ -322,14 +344,15 @@ class Worker:
 
     async def job(self, run_id: str, plan: str | None) -> None:
         """Run `run_id` to its end from what the store holds; a re-sent job resumes."""
-        stored: StoredRun = await _remote(self.store.actor.load.remote(run_id))
-        reference = plan or stored.record.plan_ref or stored.record.plan
-        if reference not in self._plans:
-            self._plans[reference] = load_plan(reference)
-        try:
-            await self.engine.resume_stored(stored, self._plans[reference])
-        finally:  # cancelled too: once the job returns, the store holds all it recorded
-            await self.store.synced()
+        async with Lease(self.store, run_id):  # a re-sent job takes over its dead worker's lease
+            stored: StoredRun = await _remote(self.store.actor.load.remote(run_id))
+            reference = plan or stored.record.plan_ref or stored.record.plan
+            if reference not in self._plans:
+                self._plans[reference] = load_plan(reference)
+            try:
+                await self.engine.resume_stored(stored, self._plans[reference])
+            finally:  # cancelled too: once the job returns, the store holds all it recorded
+                await self.store.synced()
 
 
 # ---------------------------------------------------------------------- driver

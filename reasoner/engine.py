@@ -19,15 +19,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ValidationError
+from pydantic_core import PydanticSerializationError
 
 from reasoner._exceptions import ClusterError, GeneratorMissingError, InputError, StoreError
 from reasoner.events import EventBus, Listener
 from reasoner.executor import Execution
+from reasoner.lease import Lease
 from reasoner.plan import Plan
-from reasoner.records import RunRecord
+from reasoner.records import RunRecord, check_run_id
 from reasoner.registry import load_plan, plan_ref
 from reasoner.run import Run
-from reasoner.store import Store, StoredRun, open_store
+from reasoner.store import Holder, Store, StoredRun, open_store
 
 if TYPE_CHECKING:
     from reasoner.cluster import RayCluster
@@ -44,18 +46,26 @@ def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
 
 def validate_input(plan: Plan, value: Any) -> BaseModel:
     """The plan's input model from a model, dict or JSON string; InputError names the field."""
-    if isinstance(value, plan.input):
-        return value
     try:
-        if isinstance(value, str | bytes):
-            return plan.input.model_validate_json(value)
-        if isinstance(value, BaseModel):
-            value = value.model_dump()
-        return plan.input.model_validate(value)
+        if isinstance(value, plan.input):
+            task = value
+        elif isinstance(value, str | bytes):
+            task = plan.input.model_validate_json(value)
+        else:
+            if isinstance(value, BaseModel):
+                value = value.model_dump()
+            task = plan.input.model_validate(value)
+        task.model_dump_json()  # what the store will write must be writable
     except ValidationError as exc:
         raise InputError(
             f"invalid input for plan {plan.name!r}: {format_validation_error(exc)}"
         ) from exc
+    except (PydanticSerializationError, UnicodeError) as exc:
+        raise InputError(
+            f"invalid input for plan {plan.name!r}: it cannot be stored as JSON ({exc}); "
+            "a lone surrogate character is the usual cause"
+        ) from exc
+    return task
 
 
 class Engine:
@@ -78,6 +88,8 @@ class Engine:
         `generators` is "project" (the default) or a "module:factory" reference called
         inside each generator host actor; `max_concurrency` bounds each worker.
         """
+        if max_concurrency < 1:
+            raise ValueError(f"max_concurrency must be at least 1, got {max_concurrency}")
         self.score_edges = score_edges  # measure edge coherence when each run ends
         self.limit = asyncio.Semaphore(max_concurrency)  # steps running at once, all runs
         self.events = EventBus()
@@ -144,7 +156,16 @@ class Engine:
         concurrency: int | None = None,
         max_backtracks: int | None = None,
     ) -> Run:
-        """Run `plan` on `input` to the end; a failed step ends the run `failed`, not raised."""
+        """Run `plan` on `input` to the end; a failed step ends the run `failed`, not raised.
+
+        Cancelled, the run is recorded `interrupted` and `resume` continues it.
+        """
+        if concurrency is not None and concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1 (or None: no bound), got {concurrency}")
+        if max_backtracks is not None and max_backtracks < 0:
+            raise ValueError(f"max_backtracks must be at least 0, got {max_backtracks}")
+        if run_id is not None:
+            check_run_id(run_id)
         task = validate_input(plan, input)
         concrete = plan.for_input(task)
         self._check_generators(concrete)
@@ -160,8 +181,10 @@ class Engine:
         )
         if self.cluster is not None:
             return self.load_stored(await self.cluster.run(record), plan)
-        self.store.create_run(record)
-        return await Execution(self, concrete, record, task).execute()
+        holder = Holder.here()
+        self.store.create_run(record, lease=holder)
+        async with Lease(self.store, record.run_id, holder, taken=True):
+            return await Execution(self, concrete, record, task).execute()
 
     async def map(
         self,
@@ -173,13 +196,25 @@ class Engine:
     ) -> AsyncIterator[Run]:
         """Run `plan` on every input, at most `concurrency` at once; yield runs as they finish.
 
-        Every input runs with the same seed, so equal inputs give equal results
-        wherever they sit in the list. Leaving the loop early cancels and awaits
-        the runs still going; the store keeps them resumable.
+        Every input is validated before any run starts (InputError names each bad
+        item by its index). Every input runs with the same seed, so equal inputs
+        give equal results wherever they sit in the list. Leaving the loop early
+        cancels and awaits the runs still going; they are recorded `interrupted`
+        and resume from the store.
         """
         if concurrency < 1:
-            raise ValueError("concurrency must be at least 1")
-        pending = iter(inputs)
+            raise ValueError(f"concurrency must be at least 1, got {concurrency}")
+        tasks, problems = [], []
+        for index, value in enumerate(inputs):
+            try:
+                tasks.append(validate_input(plan, value))
+            except InputError as exc:
+                problems.append(f"item {index}: {exc}")
+        if problems:
+            shown = "\n".join(problems[:20]) + ("\n..." if len(problems) > 20 else "")
+            raise InputError(f"{len(problems)} of {len(tasks) + len(problems)} inputs are "
+                             f"invalid; nothing was run:\n{shown}")
+        pending = iter(tasks)
         running: set[asyncio.Task[Run]] = set()
         exhausted = False
         try:
@@ -202,10 +237,14 @@ class Engine:
             await asyncio.gather(*running, return_exceptions=True)
 
     async def resume(self, run_id: str, plan: Plan | None = None) -> Run:
-        """Continue a run from its store: nothing committed is recomputed."""
+        """Continue a run from its store: nothing committed is recomputed.
+
+        RunBusyError when another live process executes the run (see `reasoner.lease`).
+        """
         if self.cluster is not None:
             return self.load_stored(await self.cluster.resume(run_id, plan), plan)
-        return await self.resume_stored(self.store.load(run_id), plan)
+        async with Lease(self.store, run_id):  # read only once no other process executes it
+            return await self.resume_stored(self.store.load(run_id), plan)
 
     async def resume_stored(self, stored: StoredRun, plan: Plan | None = None) -> Run:
         """Continue a run from what a store returned for it (a Ray worker reads it remotely)."""
@@ -214,7 +253,7 @@ class Engine:
         task = validate_input(plan, record.input)
         concrete = plan.for_input(task)
         execution = Execution(self, concrete, record, task, stored)
-        if record.status in ("succeeded", "failed"):
+        if record.status in ("succeeded", "failed"):  # finished: nothing to do
             return execution.to_run()
         self._check_generators(concrete)
         return await execution.execute()

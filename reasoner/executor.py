@@ -82,6 +82,16 @@ class _Node:
         )
 
 
+class _Reached:
+    """How far an attempt got: the step's output, then each check's verdict in turn."""
+
+    __slots__ = ("output", "checks")
+
+    def __init__(self) -> None:
+        self.output: BaseModel | None = None
+        self.checks: list[CheckRecord] = []
+
+
 def _payload_type(step: Step) -> type[BaseModel]:
     return next(a for p, a in step.annotations.items() if p not in step.defaults)
 
@@ -214,11 +224,20 @@ class Execution:
 
     # --------------------------------------------------------------- driving
     async def execute(self) -> Run:
+        """Drive the run to its end. Cancelled, it records the run `interrupted` (resumable)."""
         self.bus.emit("run_started", self.record.run_id, plan=self.plan.name)
+        if self.record.status != "running":  # a resumed run is running again
+            self.record.status = "running"
+            self.store.update_run(self.record)
         try:
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
                 self._schedule(list(self.nodes))
+        except asyncio.CancelledError:
+            self.record.status = "interrupted"
+            self.store.update_run(self.record)
+            self.bus.emit("run_interrupted", self.record.run_id)
+            raise
         finally:
             self._tg = None
             self.store.commit()
@@ -312,9 +331,9 @@ class Execution:
             ctx = (Context(run_id, step, node.name, seed, attempt, generation,
                            engine.generators, self) if wants_ctx else None)
             started, clock = time.time(), time.perf_counter()
-            output: BaseModel | None = None
-            checks: list[CheckRecord] = []
+            reached = _Reached()
             error = trace = None
+            limit: asyncio.Timeout | None = None
             if self._run_limit is not None:
                 await self._run_limit.acquire()
             try:
@@ -323,24 +342,25 @@ class Execution:
                     if step.takes_ctx:
                         kwargs[CTX] = ctx
                     if step.options.timeout is None:
-                        raw = await step.fn(**kwargs)
-                    else:
-                        async with asyncio.timeout(step.options.timeout):
-                            raw = await step.fn(**kwargs)
-                    output = raw if isinstance(raw, step.output) else self._coerce(node, raw)
-                    if step.checks:
-                        checks = await self._check(node, kwargs, output, ctx)
-                except TimeoutError:
-                    error = f"timed out after {step.options.timeout} s"
-                    trace = traceback.format_exc()
+                        await self._attempt(node, kwargs, ctx, reached)
+                    else:  # the timeout bounds the whole attempt: the step and its checks
+                        async with asyncio.timeout(step.options.timeout) as limit:
+                            await self._attempt(node, kwargs, ctx, reached)
                 except Exception as exc:  # a step's failure is data, never the engine's crash
-                    error = f"{type(exc).__name__}: {exc}"
+                    if isinstance(exc, TimeoutError) and limit is not None and limit.expired():
+                        part = ("the step" if reached.output is None
+                                else f"check {step.checks[len(reached.checks)].name!r}")
+                        error = f"timed out after {step.options.timeout} s in {part}"
+                    else:
+                        error = f"{type(exc).__name__}: {exc}"
                     trace = traceback.format_exc()
                 finally:
                     engine.limit.release()
             finally:
                 if self._run_limit is not None:
                     self._run_limit.release()
+            output = reached.output if error is None else None
+            checks = reached.checks
             if node.generation != generation or self.nodes.get(node.name) is not node:
                 return  # superseded by a backtrack while the step swallowed its cancellation
             passed = error is None and (not checks or all(c.passed for c in checks))
@@ -375,6 +395,18 @@ class Execution:
                 return
             self.bus.emit("step_retried", run_id, node.name, attempt=attempt + 1)
 
+    async def _attempt(self, node: _Node, kwargs: dict[str, Any], ctx: Context | None,
+                       reached: _Reached) -> None:
+        """Run the step, then its checks, recording in `reached` how far it got."""
+        step = node.step
+        if step.is_async:
+            raw = await step.fn(**kwargs)
+        else:  # a plain function must not stall the loop: every other job runs on it
+            raw = await asyncio.to_thread(step.fn, **kwargs)
+        reached.output = raw if isinstance(raw, step.output) else self._coerce(node, raw)
+        if step.checks:
+            await self._check(node, kwargs, reached.output, ctx, reached.checks)
+
     @staticmethod
     def _coerce(node: _Node, raw: Any) -> BaseModel:
         if isinstance(raw, dict):
@@ -385,9 +417,9 @@ class Execution:
         )
 
     async def _check(
-        self, node: _Node, kwargs: dict[str, Any], output: BaseModel, ctx: Context | None
-    ) -> list[CheckRecord]:
-        records = []
+        self, node: _Node, kwargs: dict[str, Any], output: BaseModel, ctx: Context | None,
+        records: list[CheckRecord],
+    ) -> None:
         for check in node.step.checks:
             args = {}
             for param in check.params:
@@ -398,9 +430,10 @@ class Execution:
                 else:
                     args[param] = kwargs.get(param)
             try:
-                result = check.fn(**args)
                 if check.is_async:
-                    result = await result
+                    result = await check.fn(**args)
+                else:  # in a worker thread, so a slow check cannot stall other jobs
+                    result = await asyncio.to_thread(check.fn, **args)
                 if isinstance(result, bool):
                     result = Result(passed=result, score=float(result))
                 if not isinstance(result, Result):
@@ -412,7 +445,6 @@ class Execution:
             records.append(record)
             self.bus.emit("check", self.record.run_id, node.name, name=record.name,
                           passed=record.passed, score=record.score, reason=record.reason)
-        return records
 
     # -------------------------------------------------------------- outcomes
     def _succeeded(self, node: _Node, output: BaseModel) -> None:

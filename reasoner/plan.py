@@ -77,7 +77,7 @@ class Check:
 
 @dataclass(eq=False)
 class Step:
-    """One node of a plan: an async function, its options and its checks."""
+    """One node of a plan: a function (async, or plain and run in a thread), options, checks."""
 
     name: str
     fn: Callable[..., Any]
@@ -89,6 +89,7 @@ class Step:
     template: bool = False
     checks: list[Check] = field(default_factory=list)
     takes_ctx: bool = False
+    is_async: bool = True  # a plain `def` step runs in a worker thread, off the event loop
 
     @property
     def checks_take_ctx(self) -> bool:
@@ -131,8 +132,6 @@ def _make_step(
     where = f"step {step_name!r}"
     if not step_name or SPAWN_SEPARATOR in step_name:
         raise PlanError(f"{where}: a step name must be non-empty and must not contain '/'")
-    if not inspect.iscoroutinefunction(fn):
-        raise PlanError(f"{where}: steps must be async functions (async def)")
     hints = _type_hints(base, where)
     output = hints.get("return")
     if not (isinstance(output, type) and issubclass(output, BaseModel)):
@@ -164,7 +163,7 @@ def _make_step(
             raise PlanError(f"{where}: inputs names parameter {param!r}, which it does not have")
     return Step(
         step_name, fn, output, options, annotations, frozenset(defaults), explicit, template,
-        takes_ctx=takes_ctx,
+        takes_ctx=takes_ctx, is_async=inspect.iscoroutinefunction(fn),
     )
 
 

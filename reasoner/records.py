@@ -7,12 +7,29 @@ is stored once, as its own model's JSON, next to the attempt that made it.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Literal
 
 from pydantic import BaseModel, TypeAdapter
 
-Status = Literal["pending", "running", "succeeded", "failed", "skipped"]
+from reasoner._exceptions import InputError
+
+# "interrupted": a run whose process was cancelled (Ctrl-C, SIGTERM, a caller that stopped
+# waiting); like "running" it is resumable. Steps never have that status.
+Status = Literal["pending", "running", "succeeded", "failed", "skipped", "interrupted"]
+
+_RUN_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}")
+
+
+def check_run_id(run_id: str) -> str:
+    """`run_id` if it is safe as a file name and a key: 1-64 of A-Z a-z 0-9 . _ -, no leading dot."""
+    if not isinstance(run_id, str) or _RUN_ID.fullmatch(run_id) is None:
+        raise InputError(
+            f"invalid run id {run_id!r}: use 1 to 64 letters, digits, '.', '_' or '-', "
+            "not starting with '.'"
+        )
+    return run_id
 
 
 @dataclass(slots=True)

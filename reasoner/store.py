@@ -16,19 +16,25 @@ killed at any point resumes from exactly what was committed.
 from __future__ import annotations
 
 import json
+import os
+import socket
 import sqlite3
+import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 
-from reasoner._exceptions import StoreError
+from reasoner._exceptions import RunBusyError, StoreError
 from reasoner.arrays import BLOB_KEY, decode_blob
 from reasoner.coherence import EdgeScore
 from reasoner.records import ATTEMPT, AttemptRecord, BacktrackRecord, NodeRecord, RunRecord, Status
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2 added `leases`; a version-1 store is upgraded when opened for writing
+APPLICATION_ID = 0x52534E52  # "RSNR" in the SQLite header: how a reasoner store is recognised
+LEASE_TTL = 30.0  # seconds a run's lease lasts without a heartbeat
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -49,15 +55,28 @@ CREATE TABLE IF NOT EXISTS edges (
 CREATE TABLE IF NOT EXISTS backtracks (
     run_id TEXT NOT NULL, seq INTEGER NOT NULL, record TEXT NOT NULL,
     PRIMARY KEY (run_id, seq));
+CREATE TABLE IF NOT EXISTS leases (
+    run_id TEXT PRIMARY KEY, token TEXT NOT NULL, pid INTEGER NOT NULL, host TEXT NOT NULL,
+    heartbeat REAL NOT NULL, expires REAL NOT NULL);
 """
+
 
 Blobs = dict[str, tuple[str, bytes]]
 
 
 def dump_output(output: BaseModel) -> tuple[str, Blobs]:
-    """A step output as JSON, with each Image/Array field moved out into a blob."""
+    """A step output as JSON, with each Image/Array field moved out into a blob.
+
+    Non-finite floats are written as the tokens NaN, Infinity and -Infinity,
+    which pydantic reads back exactly (its own JSON writer would turn them
+    into null, which the model then refuses to read).
+    """
     sink: Blobs = {}
-    return output.model_dump_json(context={"blob_sink": sink}), sink
+    text = output.model_dump_json(context={"blob_sink": sink})
+    if "null" in text:  # a None, or a NaN/inf that pydantic wrote as null: write it exactly
+        python = output.model_dump(mode="json", context={"blob_sink": sink})
+        text = json.dumps(python, separators=(",", ":"), ensure_ascii=False)
+    return text, sink
 
 
 def load_output(model: type[BaseModel], text: str, blobs: dict[str, Any]) -> BaseModel:
@@ -74,6 +93,34 @@ def _blob_keys(value: Any, found: set[str]) -> None:
     elif isinstance(value, list):
         for item in value:
             _blob_keys(item, found)
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Who holds a run's lease: a token unique to one execution, and its process."""
+
+    token: str
+    pid: int
+    host: str
+
+    @classmethod
+    def here(cls) -> Holder:
+        return cls(uuid.uuid4().hex, os.getpid(), socket.gethostname())
+
+    def alive(self) -> bool:
+        """False only when the holder's process is known dead (same host, pid gone)."""
+        if self.host != socket.gethostname():
+            return True  # another machine's process: only its lease's expiry tells
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    def __str__(self) -> str:
+        return f"pid {self.pid} on {self.host}"
 
 
 @dataclass
@@ -103,11 +150,15 @@ class RunHistory:
 
 
 class Store:
-    """The store interface; this base keeps nothing (`Engine(store=None)`)."""
+    """The store interface; this base keeps nothing (`Engine(store=None)`).
+
+    The lease methods may also return an awaitable (a remote store's do).
+    """
 
     durable = False
+    lease_ttl = LEASE_TTL
 
-    def create_run(self, record: RunRecord) -> None: ...
+    def create_run(self, record: RunRecord, lease: Holder | None = None) -> None: ...
     def update_run(self, record: RunRecord) -> None: ...
     def put_node(self, run_id: str, record: NodeRecord) -> None: ...
     def delete_nodes(self, run_id: str, names: list[str]) -> None: ...
@@ -121,6 +172,18 @@ class Store:
     ) -> int | None:
         return None
 
+    def acquire_lease(self, run_id: str, holder: Holder) -> None:
+        """Make `holder` the one executor of `run_id`, or raise RunBusyError naming the holder."""
+
+    def renew_lease(self, run_id: str, holder: Holder) -> bool:
+        """Extend the lease; False when it was lost (expired and taken over)."""
+        return True
+
+    def release_lease(self, run_id: str, holder: Holder) -> None: ...
+
+    def lease_holder(self, run_id: str) -> Holder | None:
+        return None
+
     def load(self, run_id: str) -> StoredRun:
         raise StoreError("this engine keeps no runs (store=None); give it a store path")
 
@@ -132,33 +195,84 @@ class Store:
 
 
 class SQLiteStore(Store):
-    """The embedded default: one SQLite file (or `:memory:`), WAL, synchronous=NORMAL."""
+    """The embedded default: one SQLite file (or `:memory:`), WAL, synchronous=NORMAL.
+
+    Opening reads the file's header and tables before writing anything: a
+    foreign database, a store of a newer or unreadable schema version, or (with
+    `create=False`, as read-only commands open it) a missing or empty file is a
+    StoreError naming the file, and the file is left exactly as it was.
+    """
 
     durable = True
 
-    def __init__(self, path: str | Path = ":memory:") -> None:
+    def __init__(
+        self, path: str | Path = ":memory:", *, create: bool = True, lease_ttl: float = LEASE_TTL
+    ) -> None:
         self.path = str(path)
+        self.lease_ttl = lease_ttl
+        memory = self.path == ":memory:"
+        if not memory and not create and not Path(self.path).is_file():
+            raise StoreError(f"no store at {self.path!r}")
         try:
-            self._db = sqlite3.connect(self.path, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA busy_timeout=10000")
-            self._db.executescript(_SCHEMA)
-            row = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            if memory or create:
+                self._db = sqlite3.connect(self.path, check_same_thread=False)
+            else:  # mode=rw: never create the file
+                uri = Path(self.path).resolve().as_uri() + "?mode=rw"
+                self._db = sqlite3.connect(uri, uri=True, check_same_thread=False)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open store {self.path!r}: {exc}") from exc
-        if row is None:
-            self._db.execute(
-                "INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+        try:
+            version = self._recognise(create)
+            self._db.execute("PRAGMA busy_timeout=10000")
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            if version < SCHEMA_VERSION:
+                self._db.executescript(_SCHEMA)
+                self._db.execute(f"PRAGMA application_id={APPLICATION_ID}")
+                self._db.execute(
+                    "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)",
+                    (str(SCHEMA_VERSION),),
+                )
+                self._db.commit()
+        except StoreError:
+            self._db.close()
+            raise
+        except sqlite3.Error as exc:
+            self._db.close()
+            raise StoreError(f"cannot open store {self.path!r}: {exc}") from exc
+
+    def _recognise(self, create: bool) -> int:
+        """The file's schema version (0: a new, empty database); reads only."""
+        app = self._db.execute("PRAGMA application_id").fetchone()[0]
+        tables = {
+            name for (name,) in self._db.execute("SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite%'"
             )
-            self._db.commit()
-        elif int(row[0]) > SCHEMA_VERSION:
+        }
+        if not tables and app == 0:
+            if not create:
+                raise StoreError(f"{self.path!r} is an empty database, not a reasoner store")
+            return 0
+        if app not in (0, APPLICATION_ID) or not {"meta", "runs"} <= tables:
+            listed = ", ".join(sorted(tables)[:6]) or "none"
             raise StoreError(
-                f"store {self.path!r} has schema version {row[0]}, newer than this "
+                f"{self.path!r} is not a reasoner store (its tables: {listed}); "
+                "give --store a new file or an existing store"
+            )
+        row = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        text = row[0] if row is not None else None
+        if not isinstance(text, str) or not text.isdigit():
+            raise StoreError(
+                f"store {self.path!r} has an unreadable schema version {text!r}; "
+                "it was not written by reasoner, or it is damaged"
+            )
+        if int(text) > SCHEMA_VERSION:
+            raise StoreError(
+                f"store {self.path!r} has schema version {text}, newer than this "
                 f"library's {SCHEMA_VERSION}; upgrade reasoner to read it"
             )
+        return int(text)
 
-    def create_run(self, record: RunRecord) -> None:
+    def create_run(self, record: RunRecord, lease: Holder | None = None) -> None:
         try:
             self._db.execute(
                 "INSERT INTO runs VALUES (?, ?, ?, ?, ?)",
@@ -169,7 +283,61 @@ class SQLiteStore(Store):
             raise StoreError(
                 f"run {record.run_id!r} already exists in {self.path!r}; resume it instead"
             ) from None
+        if lease is not None:  # a new run is born leased: one commit for both
+            self._put_lease(record.run_id, lease, time.time())
         self._db.commit()
+
+    # ---------------------------------------------------------------- leases
+    def _put_lease(self, run_id: str, holder: Holder, now: float) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO leases VALUES (?, ?, ?, ?, ?, ?)",
+            (run_id, holder.token, holder.pid, holder.host, now, now + self.lease_ttl),
+        )
+
+    def acquire_lease(self, run_id: str, holder: Holder) -> None:
+        self._db.commit()  # the lease is its own transaction; flush this tick's writes first
+        self._db.execute("BEGIN IMMEDIATE")  # one writer decides: no two processes both win
+        try:
+            now = time.time()
+            row = self._db.execute(
+                "SELECT token, pid, host, heartbeat, expires FROM leases WHERE run_id=?", (run_id,)
+            ).fetchone()
+            if row is not None and row[0] != holder.token:
+                other = Holder(row[0], row[1], row[2])
+                if row[4] > now and other.alive():
+                    raise RunBusyError(
+                        f"run {run_id!r} is being executed by {other} (last heartbeat "
+                        f"{now - row[3]:.0f} s ago); it can be taken over when that process "
+                        f"ends or its lease expires in {row[4] - now:.0f} s"
+                    )
+            self._put_lease(run_id, holder, now)
+        except BaseException:
+            self._db.rollback()
+            raise
+        self._db.commit()
+
+    def renew_lease(self, run_id: str, holder: Holder) -> bool:
+        now = time.time()
+        cursor = self._db.execute(
+            "UPDATE leases SET heartbeat=?, expires=? WHERE run_id=? AND token=?",
+            (now, now + self.lease_ttl, run_id, holder.token),
+        )
+        self._db.commit()
+        return cursor.rowcount == 1
+
+    def release_lease(self, run_id: str, holder: Holder) -> None:
+        self._db.execute("DELETE FROM leases WHERE run_id=? AND token=?", (run_id, holder.token))
+        self._db.commit()
+
+    def lease_holder(self, run_id: str) -> Holder | None:
+        """Who executes `run_id` now: the holder of an unexpired lease, if alive."""
+        row = self._db.execute(
+            "SELECT token, pid, host, expires FROM leases WHERE run_id=?", (run_id,)
+        ).fetchone()
+        if row is None or row[3] <= time.time():
+            return None
+        holder = Holder(row[0], row[1], row[2])
+        return holder if holder.alive() else None
 
     def update_run(self, record: RunRecord) -> None:
         self._db.execute(
@@ -288,10 +456,14 @@ class SQLiteStore(Store):
         return [RunHistory(r, attempts[r.run_id], backtracks[r.run_id]) for r in records]
 
 
-def open_store(spec: str | Path | Store | None) -> Store:
-    """`None` keeps nothing; a path or ':memory:' opens SQLite; a Store passes through."""
+def open_store(spec: str | Path | Store | None, *, create: bool = True) -> Store:
+    """`None` keeps nothing; a path or ':memory:' opens SQLite; a Store passes through.
+
+    `create=False` (for commands that only read, or resume) refuses a file that
+    does not exist instead of creating an empty store there.
+    """
     if spec is None:
         return Store()
     if isinstance(spec, Store):
         return spec
-    return SQLiteStore(spec)
+    return SQLiteStore(spec, create=create)

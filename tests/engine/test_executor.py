@@ -338,7 +338,7 @@ async def test_timeout_is_a_failed_attempt() -> None:
 
     run = await Engine().run(plan, Task(x=0))
     assert run.output("sleepy").v == 2
-    assert run.steps["sleepy"].attempts[0].error == "timed out after 0.05 s"
+    assert run.steps["sleepy"].attempts[0].error == "timed out after 0.05 s in the step"
 
 
 async def test_cancelling_a_run_leaves_no_orphan_tasks(tmp_path) -> None:  # noqa: ANN001
@@ -366,7 +366,7 @@ async def test_cancelling_a_run_leaves_no_orphan_tasks(tmp_path) -> None:  # noq
         await job
     assert set(asyncio.all_tasks()) == before
     stored = engine.load("r1", plan)
-    assert stored.status == "running"  # resumable
+    assert stored.status == "interrupted"  # recorded as such, and resumable
     assert stored.steps["quick"].status == "succeeded"
     assert {stored.steps[f"hang{i}"].status for i in range(5)} == {"pending"}
 

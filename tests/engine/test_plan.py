@@ -117,12 +117,6 @@ def test_missing_annotations() -> None:
         async def no_return(task: Task):  # noqa: ANN202
             return Draft(text="")
 
-    with pytest.raises(PlanError, match="must be async"):
-
-        @plan.step
-        def sync(task: Task) -> Draft:
-            return Draft(text="")
-
 
 def test_non_model_input_and_bad_options() -> None:
     with pytest.raises(PlanError, match="input must be a pydantic model"):
