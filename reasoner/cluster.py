@@ -45,10 +45,10 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from reasoner._exceptions import ClusterError
 from reasoner.engine import Engine
 from reasoner.events import EventBus
+from reasoner.lease import Lease
 from reasoner.plan import Plan
 from reasoner.records import BacktrackRecord, NodeRecord, RunRecord, Status
 from reasoner.registry import load_plan, plan_ref
-from reasoner.lease import Lease
 from reasoner.store import Blobs, Holder, RunHistory, SQLiteStore, Store, StoredRun
 
 if TYPE_CHECKING:

@@ -22,6 +22,7 @@ cancelled run cancels and awaits them all, and nothing outlives the run.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 import traceback
 from typing import TYPE_CHECKING, Any
@@ -264,6 +265,9 @@ class Execution:
             if found is None:
                 return None
             metric, score, detail = found
+            if not math.isfinite(score):
+                return EdgeScore(producer=producer, consumer=consumer, metric="error", score=0.0,
+                                 detail=f"{metric} gave a non-finite score ({score})")
             return EdgeScore(producer=producer, consumer=consumer, metric=metric,
                              score=max(0.0, min(1.0, score)), detail=detail)
 

@@ -7,6 +7,7 @@ decisions taken. `to_json()` is the shape `reasoner ... --json` prints.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -91,7 +92,12 @@ class Run:
         return None if self.finished_at is None else self.finished_at - self.created_at
 
     def to_json(self) -> dict[str, Any]:
-        """The `--json` object: images as PNG data URIs, arrays as lists."""
+        """The `--json` object: images as PNG data URIs, arrays as lists.
+
+        It is standard JSON (RFC 8259): a non-finite float is written as the
+        string "NaN", "Infinity" or "-Infinity" (as pydantic and protobuf's JSON
+        mapping do), and a float field reads such a string back.
+        """
         steps: dict[str, Any] = {}
         for name, node in self.steps.items():
             steps[name] = {
@@ -102,7 +108,7 @@ class Run:
             }
             if node.status == "failed" and node.attempts:
                 steps[name]["error"] = node.attempts[-1].reason
-        return {
+        return finite_json({
             "run_id": self.run_id,
             "plan": self.plan,
             "status": self.status,
@@ -112,4 +118,17 @@ class Run:
             "backtracks": [b.model_dump() for b in self.backtracks],
             "edges": [e.model_dump() for e in self.edges],
             "steps": steps,
-        }
+        })
+
+
+def finite_json(value: Any) -> Any:
+    """`value` with each non-finite float replaced by "NaN", "Infinity" or "-Infinity"."""
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return value
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {key: finite_json(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite_json(item) for item in value]
+    return value

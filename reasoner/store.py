@@ -244,10 +244,10 @@ class SQLiteStore(Store):
     def _recognise(self, create: bool) -> int:
         """The file's schema version (0: a new, empty database); reads only."""
         app = self._db.execute("PRAGMA application_id").fetchone()[0]
-        tables = {
-            name for (name,) in self._db.execute("SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite%'"
-            )
-        }
+        rows = self._db.execute(
+            "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite%'"
+        )
+        tables = {name for (name,) in rows}
         if not tables and app == 0:
             if not create:
                 raise StoreError(f"{self.path!r} is an empty database, not a reasoner store")
