@@ -2,7 +2,10 @@
 
 Exit codes: 0 when every run succeeded, 1 when some run failed, 2 for a usage
 or validation error (bad arguments, unknown plan, invalid input lines; valid
-lines still run). Imports are deferred so that `reasoner --help` is instant.
+lines still run), 128 + N when signal N (SIGINT, SIGTERM, SIGHUP) stopped a
+run (the runs in flight are cancelled cleanly and stay resumable), 141 when
+standard output was closed under us (`reasoner runs | head -1`). Imports are
+deferred so that `reasoner --help` is instant.
 """
 
 from __future__ import annotations
@@ -10,17 +13,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import shlex
+import signal
 import sys
+from collections.abc import Coroutine, Iterator
+from contextlib import aclosing, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from reasoner.engine import Engine
+    from reasoner.events import Event
     from reasoner.plan import Plan
     from reasoner.run import Run
 
-OK, FAILED, USAGE = 0, 1, 2
+OK, FAILED, USAGE, STDOUT_CLOSED = 0, 1, 2, 128 + 13  # 141: as if killed by SIGPIPE
+SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")  # each stops a run cleanly; a second one at once
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -90,13 +100,34 @@ def main(argv: list[str] | None = None) -> int:
     from reasoner._exceptions import ReasonerError
 
     try:
-        return _COMMANDS[args.command](args)
-    except ReasonerError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return USAGE
-    except KeyboardInterrupt:
-        print("interrupted; `reasoner runs` lists the runs to resume", file=sys.stderr)
-        return 130
+        try:
+            code = _COMMANDS[args.command](args)
+        except ReasonerError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            code = USAGE
+        except KeyboardInterrupt:  # a Ctrl-C outside the event loop (run and resume handle theirs)
+            print("interrupted; `reasoner runs` lists the runs to resume", file=sys.stderr)
+            code = 128 + signal.SIGINT
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+    except BrokenPipeError:
+        _stdout_gone()
+        return STDOUT_CLOSED
+    return code
+
+
+def _stdout_gone() -> None:
+    """The reader of stdout went away: send what is left to devnull, so exiting is quiet.
+
+    The recipe of Python's `signal` docs (note on SIGPIPE): without it the interpreter's
+    final flush of stdout raises again and prints a traceback-like complaint.
+    """
+    try:
+        fileno = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # not a real file (tests capture stdout)
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fileno)
+    os.close(devnull)
 
 
 # ------------------------------------------------------------------ commands
@@ -107,8 +138,8 @@ def _plans(args: argparse.Namespace) -> int:
     for name, plan in sorted(plans.items()):
         summary = plan.description.splitlines()[0] if plan.description else ""
         if args.json:
-            print(json.dumps({"name": name, "input": plan.input.model_json_schema(),
-                              "description": plan.description}))
+            print(_dumps({"name": name, "input": plan.input.model_json_schema(),
+                          "description": plan.description}))
         else:
             print(f"{name:20} {summary}")
     return OK
@@ -126,27 +157,62 @@ def _graph(args: argparse.Namespace) -> int:
 
 
 def _read_inputs(plan: Plan, spec: str) -> tuple[list[Any], int]:
-    """Valid inputs, and how many lines were invalid (each reported with its line)."""
+    """Valid inputs, and how many lines were invalid (each reported with its line).
+
+    Lines end at "\n" only (a trailing "\r" is dropped): a U+2028 or U+0085 inside a
+    JSON string is part of its line, as JSON Lines says. Each line is decoded on its
+    own, so a line that is not UTF-8 is reported by number like any other bad line.
+    """
     from reasoner._exceptions import InputError
     from reasoner.engine import validate_input
 
     if not spec.startswith("@"):
         return [validate_input(plan, spec)], 0
     source = spec[1:]
-    try:
-        text = sys.stdin.read() if source == "-" else Path(source).read_text()
-    except OSError as exc:
-        raise InputError(f"cannot read inputs from {source!r}: {exc.strerror}") from exc
+    if not source:
+        raise InputError("--input @ needs a file name after the @ (or @- for standard input)")
+    where, label = ("standard input", "<stdin>") if source == "-" else (source, source)
+    data = _read_bytes(source)
     inputs, bad = [], 0
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, raw in enumerate(data.split(b"\n"), start=1):
+        if raw.endswith(b"\r"):
+            raw = raw[:-1]
+        try:
+            line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+        except UnicodeDecodeError as exc:
+            bad += 1
+            print(f"{label}:{number}: not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column "
+                  f"{exc.start + 1}); save the file as UTF-8", file=sys.stderr)
+            continue
         if not line.strip():
             continue
         try:
             inputs.append(validate_input(plan, line))
         except InputError as exc:
             bad += 1
-            print(f"{source}:{number}: {exc}", file=sys.stderr)
+            print(f"{label}:{number}: {exc}", file=sys.stderr)
+    if not inputs:
+        raise InputError(f"no valid inputs in {where} ({bad} invalid line(s))" if bad
+                         else f"no inputs in {where}")
     return inputs, bad
+
+
+def _read_bytes(source: str) -> bytes:
+    from reasoner._exceptions import InputError
+
+    if source == "-":
+        stream = getattr(sys.stdin, "buffer", sys.stdin)
+        if stream is None:
+            raise InputError("cannot read inputs from standard input: it is closed")
+        try:
+            data = stream.read()
+        except OSError as exc:
+            raise InputError(f"cannot read inputs from standard input: {exc.strerror}") from exc
+        return data.encode("utf-8", "surrogateescape") if isinstance(data, str) else data
+    try:
+        return Path(source).read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read inputs from {source!r}: {exc.strerror}") from exc
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -166,10 +232,10 @@ def _run(args: argparse.Namespace) -> int:
     inputs, bad = _read_inputs(plan, args.input)
     if bad:
         print(f"{bad} invalid input line(s) skipped; {len(inputs)} will run", file=sys.stderr)
-    if not inputs:
-        return USAGE
+    tracker = _InFlight()
+    runs: list[Run] = []
 
-    async def go() -> list[Run]:
+    async def go() -> None:
         from reasoner.engine import Engine, default_engine
         from reasoner.progress import JobProgress
 
@@ -177,18 +243,23 @@ def _run(args: argparse.Namespace) -> int:
             engine = default_engine(args.store, device=args.device)
         else:
             engine = Engine(args.store, backend="ray", address=args.ray, workers=args.workers)
-        results = []
+        engine.subscribe(tracker)
         try:
             with JobProgress(engine, total=len(inputs), plan=plan.name):
-                async for run in engine.map(plan, inputs, concurrency=args.jobs, seed=args.seed):
-                    results.append(run)
-                    _print_run(run, args.json)
+                mapped = engine.map(plan, inputs, concurrency=args.jobs, seed=args.seed)
+                async with aclosing(mapped):  # an error here cancels the runs before the close
+                    async for run in mapped:
+                        runs.append(run)
+                        _print_run(run, args.json)
         finally:
             await engine.aclose()
-        return results
 
-    runs = asyncio.run(go())
+    stopped = _drive(go(), tracker, args.store)
     failed = sum(run.status != "succeeded" for run in runs)
+    if stopped is not None:
+        print(f"{len(runs) - failed} succeeded, {failed} failed, {len(tracker.running)} "
+              "interrupted", file=sys.stderr)
+        return stopped
     print(f"{len(runs) - failed} succeeded, {failed} failed", file=sys.stderr)
     return USAGE if bad else (FAILED if failed else OK)
 
@@ -196,58 +267,189 @@ def _run(args: argparse.Namespace) -> int:
 def _ask(args: argparse.Namespace) -> int:
     from reasoner.registry import known_plans
 
-    async def go() -> Run | None:
+    tracker = _InFlight()
+    result: list[Run] = []
+
+    async def go() -> None:
         from reasoner.engine import default_engine
         from reasoner.planner import choose
 
         plans = known_plans()
         engine = default_engine(None if args.dry_run else args.store, device=args.device)
+        engine.subscribe(tracker)
         try:
             choice = await choose(engine.generators["lm"], args.request, plans,
                                   embedder=engine.generators["embedder"], seed=args.seed)
             print(choice.model_dump_json(), file=sys.stdout if args.dry_run else sys.stderr,
                   flush=True)
-            if args.dry_run:
-                return None
-            return await engine.run(plans[choice.plan], choice.input, seed=args.seed)
+            if not args.dry_run:
+                result.append(await engine.run(plans[choice.plan], choice.input, seed=args.seed))
         finally:
             await engine.aclose()
 
-    run = asyncio.run(go())
-    if run is None:
+    stopped = _drive(go(), tracker, args.store)
+    if stopped is not None:
+        return stopped
+    if not result:
         return OK
-    _print_run(run, args.json)
-    return OK if run.status == "succeeded" else FAILED
+    _print_run(result[0], args.json)
+    return OK if result[0].status == "succeeded" else FAILED
 
 
 def _resume(args: argparse.Namespace) -> int:
-    async def go() -> Run:
-        from reasoner.engine import default_engine
+    from reasoner.records import check_run_id
 
-        engine = default_engine(args.store, device=args.device)
+    run_id = check_run_id(args.run_id)
+    tracker = _InFlight(run_id)  # unfinished until it says otherwise, even if stopped early
+    result: list[Run] = []
+
+    async def go() -> None:
+        from reasoner.engine import default_engine
+        from reasoner.store import open_store
+
+        store = open_store(args.store, create=False)  # a typo must not create an empty store
         try:
-            return await engine.resume(args.run_id)
+            engine = default_engine(store, device=args.device)
+        except BaseException:
+            store.close()
+            raise
+        engine.subscribe(tracker)
+        try:
+            result.append(await engine.resume(run_id))
         finally:
             await engine.aclose()
 
-    run = asyncio.run(go())
-    _print_run(run, args.json)
-    return OK if run.status == "succeeded" else FAILED
+    stopped = _drive(go(), tracker, args.store)
+    if stopped is not None:
+        return stopped
+    _print_run(result[0], args.json)
+    return OK if result[0].status == "succeeded" else FAILED
 
 
-def _open(store: str) -> Engine:
-    from reasoner._exceptions import StoreError
+# ------------------------------------------------------- signals and runs in flight
+class _InFlight:
+    """An engine listener: the ids of the runs started and not yet finished, in order."""
+
+    def __init__(self, *run_ids: str) -> None:
+        self.running: dict[str, None] = dict.fromkeys(run_ids)
+
+    def __call__(self, event: Event) -> None:
+        if event.kind == "run_started":
+            self.running[event.run_id] = None
+        elif event.kind == "run_finished":
+            self.running.pop(event.run_id, None)
+
+    def tell_resume(self, store: str) -> None:
+        for run_id in self.running:
+            print(f"interrupted; resume with: reasoner resume {run_id} --store "
+                  f"{shlex.quote(store)}", file=sys.stderr)
+
+
+class _Stopped(Exception):
+    """How a signal ends the event loop: not an error, so not a ReasonerError."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _drive(work: Coroutine[Any, Any, None], tracker: _InFlight, store: str) -> int | None:
+    """Run `work` in an event loop; a signal ends it cleanly: the exit code, or None if none came.
+
+    On SIGINT, SIGTERM or SIGHUP the runs in flight are cancelled (the store keeps them
+    resumable), each is named with the command that resumes it, and the code is
+    128 + the signal. A closed stdout also names them, then leaves to `main`.
+    """
+    try:
+        asyncio.run(_until_signal(work))
+    except _Stopped as stop:
+        tracker.tell_resume(store)
+        if not tracker.running:
+            print("interrupted; no run was in flight", file=sys.stderr)
+        return 128 + stop.signum
+    except BrokenPipeError:
+        tracker.tell_resume(store)
+        raise
+    return None
+
+
+async def _until_signal(work: Coroutine[Any, Any, None]) -> None:
+    """Await `work`; the first signal cancels it (clean-up runs), a second one exits at once."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    numbers: list[int] = []  # the signals handled here
+    received: list[int] = []
+
+    def on_signal(signum: int) -> None:
+        if received:  # only if the raw handler below did not get there first
+            _exit_at_once(signum)
+        received.append(signum)
+        task.cancel()
+        for number in numbers:  # a second signal acts even while clean-up blocks the loop
+            signal.signal(number, _exit_at_once)
+        try:
+            print(f"{signal.Signals(signum).name}: stopping the runs in flight (again to exit "
+                  "at once)", file=sys.stderr, flush=True)
+        except OSError:
+            pass
+
+    for name in SIGNALS:
+        number = getattr(signal, name, None)
+        if number is None or signal.getsignal(number) == signal.SIG_IGN:  # nohup's SIGHUP stays
+            continue
+        try:
+            loop.add_signal_handler(number, on_signal, number)
+        except (NotImplementedError, RuntimeError, ValueError):  # no signals here (Windows, thread)
+            continue
+        numbers.append(number)
+    try:
+        await work
+    except asyncio.CancelledError:
+        if not received:
+            raise
+        task.uncancel()
+        raise _Stopped(received[0]) from None
+
+
+def _exit_at_once(signum: int, frame: object = None) -> None:
+    """The second signal: no more clean-up. What the store committed is kept, as on a kill."""
+    try:
+        sys.stdout.flush()
+    except Exception:  # closed, or interrupted mid-write: nothing more to save
+        pass
+    name = signal.Signals(signum).name
+    message = (f"{name} again: exiting at once; committed steps are kept, and `reasoner runs` "
+               "lists the runs to resume\n")
+    try:
+        os.write(2, message.encode())
+    except OSError:
+        pass
+    os._exit(128 + signum)
+
+
+# ------------------------------------------------------------ reading commands
+@contextmanager
+def _reading(store: str) -> Iterator[Engine]:
+    """An engine on an existing store, for commands that read: never creates or alters a file."""
     from reasoner.engine import Engine
+    from reasoner.store import open_store
 
-    if store != ":memory:" and not Path(store).exists():
-        raise StoreError(f"no store at {store!r}")
-    return Engine(store)
+    opened = open_store(store, create=False)
+    try:
+        yield Engine(opened)
+    finally:
+        opened.close()
 
 
 def _show(args: argparse.Namespace) -> int:
-    run = _open(args.store).load(args.run_id)
+    from reasoner.records import check_run_id
+
+    run_id = check_run_id(args.run_id)
+    with _reading(args.store) as engine:
+        run = engine.load(run_id)
     if args.json:
-        print(json.dumps(run.to_json()))
+        print(_dumps(run.to_json()))
         return OK
     print(f"run {run.run_id}  plan {run.plan}  status {run.status}  seed {run.seed}")
     if run.error:
@@ -267,12 +469,14 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _runs(args: argparse.Namespace) -> int:
-    for record in _open(args.store).runs(args.plan):
+    with _reading(args.store) as engine:
+        records = engine.runs(args.plan)
+    for record in records:
         started = datetime.fromtimestamp(record.created_at, UTC).isoformat(timespec="seconds")
         if args.json:
-            print(json.dumps({"run_id": record.run_id, "plan": record.plan,
-                              "status": record.status, "started": started,
-                              "error": record.error}))
+            print(_dumps({"run_id": record.run_id, "plan": record.plan,
+                          "status": record.status, "started": started,
+                          "error": record.error}))
         else:
             print(f"{record.run_id}  {record.plan:16} {record.status:9} {started}"
                   + (f"  {record.error}" if record.error else ""))
@@ -280,41 +484,152 @@ def _runs(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
+    """One run's page to a file, or (no RUN_ID) every run's page and an index into a folder.
+
+    Only files this command wrote are overwritten (never the store, never anything
+    else), pages go only into the folder, and each is written atomically.
+    """
+    from reasoner._exceptions import ReasonerError
+    from reasoner.records import check_run_id
     from reasoner.report import render_index, render_run
 
-    engine = _open(args.store)
     output = Path(args.output)
     if args.run_id:
-        output.write_text(render_run(engine.load(args.run_id)))
+        run_id = check_run_id(args.run_id)
+        _check_file_target(output)
+        _may_overwrite(output, args.store)
+        with _reading(args.store) as engine:
+            html = render_run(engine.load(run_id))
+        _write(output, html)
         print(f"wrote {output}", file=sys.stderr)
         return OK
-    output.mkdir(parents=True, exist_ok=True)
-    records = engine.runs(args.plan)
-    pages = {}
-    for record in records:
-        page = f"run-{record.run_id}.html"
-        (output / page).write_text(render_run(engine.load(record.run_id)))
-        pages[record.run_id] = page
-    (output / "index.html").write_text(render_index(records, pages))
-    print(f"wrote {output / 'index.html'} and {len(pages)} run page(s)", file=sys.stderr)
+
+    if output.exists() and not output.is_dir():
+        raise ReasonerError(
+            f"-o {str(output)!r} is a file; without RUN_ID the report is a folder (an index and "
+            "one page per run): give a folder, or a RUN_ID to write one run's page to a file"
+        )
+    with _reading(args.store) as engine:
+        records = engine.runs(args.plan)
+        inside = output.resolve()
+        targets: dict[str, Path] = {}
+        errors: dict[str, str] = {}
+        for record in records:
+            try:
+                check_run_id(record.run_id)
+            except ReasonerError as exc:
+                errors[record.run_id] = str(exc)
+                continue
+            target = output / f"run-{record.run_id}.html"
+            if target.resolve().parent != inside:  # what check_run_id promises, checked again
+                errors[record.run_id] = f"its page {str(target)!r} would leave the folder"
+                continue
+            targets[record.run_id] = target
+        index = output / "index.html"
+        for target in [index, *targets.values()]:  # refuse before writing anything
+            _may_overwrite(target, args.store)
+        try:
+            output.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ReasonerError(f"cannot create the folder {str(output)!r}: "
+                                f"{exc.strerror or exc}") from exc
+        pages: dict[str, str] = {}
+        for record in records:
+            if record.run_id not in targets:
+                continue
+            try:
+                html = render_run(engine.load(record.run_id))
+            except Exception as exc:  # its plan is gone or raises: list it, go on
+                errors[record.run_id] = str(exc) if isinstance(exc, ReasonerError) else (
+                    f"{type(exc).__name__}: {exc}")
+                continue
+            _write(targets[record.run_id], html)
+            pages[record.run_id] = targets[record.run_id].name
+    _write(index, render_index(records, pages, errors))
+    for run_id, error in errors.items():
+        print(f"run {run_id}: no page: {error}", file=sys.stderr)
+    listed = f"; {len(errors)} run(s) listed without a page" if errors else ""
+    print(f"wrote {index} and {len(pages)} run page(s){listed}", file=sys.stderr)
     return OK
+
+
+def _check_file_target(output: Path) -> None:
+    """One run's report goes to a file in a folder that exists."""
+    from reasoner._exceptions import ReasonerError
+
+    if output.is_dir():
+        raise ReasonerError(
+            f"-o {str(output)!r} is a folder; give a file name for one run's report, or leave "
+            "out RUN_ID to write an index of runs into the folder"
+        )
+    folder = output.parent
+    if not folder.is_dir():
+        state = "is not a folder" if folder.exists() else "does not exist"
+        raise ReasonerError(f"cannot write {str(output)!r}: the folder {str(folder)!r} {state}")
+
+
+def _may_overwrite(target: Path, store: str) -> None:
+    """Refuse the store itself, and any existing file that is not one of our reports."""
+    from reasoner._exceptions import ReasonerError
+    from reasoner.report import is_report
+
+    if any(_same_file(target, Path(store + suffix)) for suffix in ("", "-wal", "-shm", "-journal")):
+        raise ReasonerError(f"refusing to write the report over the store {store!r} (or its "
+                            "-wal, -shm or -journal file)")
+    if os.path.lexists(target) and not is_report(target):
+        raise ReasonerError(
+            f"refusing to overwrite {str(target)!r}: it is not a report written by "
+            "`reasoner report`; remove it or choose another name"
+        )
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # either is missing: compare where they would be
+        return a.resolve() == b.resolve()
+
+
+def _write(target: Path, html: str) -> None:
+    from reasoner._exceptions import ReasonerError
+    from reasoner.report import write_report
+
+    try:
+        write_report(target, html)
+    except OSError as exc:
+        raise ReasonerError(f"cannot write {str(target)!r}: {exc.strerror or exc}") from exc
 
 
 def _summary(args: argparse.Namespace) -> int:
     from reasoner.summary import format_summary, summarize_store
 
-    summary = summarize_store(_open(args.store).store, args.plan)
-    print(summary.model_dump_json() if args.json else format_summary(summary))
+    with _reading(args.store) as engine:
+        summary = summarize_store(engine.store, args.plan)
+    print(_dumps(summary.model_dump(mode="json")) if args.json else format_summary(summary))
     return OK
 
 
 # ------------------------------------------------------------------- output
 def _print_run(run: Run, as_json: bool) -> None:
     if as_json:
-        print(json.dumps(run.to_json()), flush=True)
+        print(_dumps(run.to_json()), flush=True)
     else:
         suffix = f"  {run.error}" if run.error else ""
         print(f"{run.run_id}  {run.plan}  {run.status}{suffix}", flush=True)
+
+
+def _dumps(value: Any) -> str:
+    """Standard JSON (RFC 8259): never a bare NaN or Infinity.
+
+    Run records already write non-finite floats as the strings "NaN", "Infinity"
+    and "-Infinity"; one that reaches here some other way is written the same.
+    """
+    try:
+        return json.dumps(value, allow_nan=False)
+    except ValueError:
+        from reasoner.run import finite_json
+
+        return json.dumps(finite_json(value), allow_nan=False)
 
 
 def _excerpt(value: Any, limit: int = 160) -> str:

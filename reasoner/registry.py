@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 from reasoner._exceptions import UnknownPlanError
@@ -31,7 +32,7 @@ def known_plans() -> dict[str, Plan]:
     for info in pkgutil.iter_modules(package.__path__):
         if info.name.startswith("_"):
             continue
-        module = importlib.import_module(f"{PLANS_PACKAGE}.{info.name}")
+        module = _import(f"{PLANS_PACKAGE}.{info.name}", info.name.replace("_", "-"))
         plan = getattr(module, "plan", None)
         if isinstance(plan, Plan):
             found[plan.name] = plan
@@ -44,12 +45,13 @@ def load_plan(ref: str) -> Plan:
 
     if ":" in ref:
         module_name, _, attribute = ref.partition(":")
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as exc:
+        module_name, attribute = module_name.strip(), attribute.strip()
+        if not module_name or not attribute or ":" in attribute:
             raise UnknownPlanError(
-                f"cannot import module {module_name!r} for plan {ref!r}: {exc}"
-            ) from exc
+                f"invalid plan reference {ref!r}: use a plan name, or module.path:attribute "
+                "with both sides given"
+            )
+        module = _import(module_name, ref)
         candidate = getattr(module, attribute, None)
         if not isinstance(candidate, Plan):  # the attribute may be the plan's name instead
             candidate = next(
@@ -64,6 +66,21 @@ def load_plan(ref: str) -> Plan:
         known = ", ".join(sorted(plans)) or "none"
         raise UnknownPlanError(f"unknown plan {ref!r}; known plans: {known}")
     return plans[ref]
+
+
+def _import(module_name: str, ref: str) -> ModuleType:
+    """Import a plan's module; any failure, in finding it or in running it, is an UnknownPlanError.
+
+    A module that raises while it is imported (a RuntimeError at its top level,
+    a SyntaxError, a missing dependency) is named with its error, never a traceback.
+    """
+    try:
+        return importlib.import_module(module_name)
+    except Exception as exc:
+        detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        raise UnknownPlanError(
+            f"cannot import module {module_name!r} for plan {ref!r}: {detail}"
+        ) from exc
 
 
 def plan_ref(plan: Plan) -> str | None:

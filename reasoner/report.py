@@ -5,14 +5,21 @@ data URIs, styles are inline, and there is no script. Each node of the graph
 is coloured by its status and, for succeeded steps, by its coherence score;
 each edge carries its score. Below the graph come the run's coherence, then
 every step: its output (text, images), checks, attempts and seeds.
+
+Every page carries `<meta name="generator" content="reasoner report">` near
+its top, so `reasoner report` can tell its own pages from any other file and
+overwrite only those; pages are written atomically (`write_report`).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from collections import defaultdict
 from datetime import UTC, datetime
 from html import escape
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,10 +31,12 @@ from reasoner.run import Run, StepRun
 
 STATUS_COLOURS = {
     "succeeded": "#2e9e5b", "failed": "#d64541", "skipped": "#9aa0a6", "pending": "#c9ced6",
-    "running": "#3b82f6",
+    "running": "#3b82f6", "interrupted": "#e0a030",
 }
 NODE_W, NODE_H, GAP_X, GAP_Y = 150, 44, 40, 70
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"  # nothing leaves the page
+GENERATOR = '<meta name="generator" content="reasoner report">'  # marks pages this module wrote
+_HEAD = f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8">\n{GENERATOR}\n'
 
 CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem; color: #1f2328; }
@@ -171,9 +180,7 @@ def render_run(run: Run) -> str:
         for name, step in run.steps.items())
     backtracks = "".join(f"<li>{escape(b.failed)} failed: regenerated {escape(b.target)} "
                          f"({escape(b.reason)})</li>" for b in run.backtracks)
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
-<meta http-equiv="Content-Security-Policy" content="{CSP}">
+    return f"""{_HEAD}<meta http-equiv="Content-Security-Policy" content="{CSP}">
 <title>{escape(run.plan)} run {escape(run.run_id)}</title><style>{CSS}</style></head>
 <body><h1>{escape(run.plan)} · run {escape(run.run_id)} {_badge(run.status)}</h1>
 <p>seed {run.seed} · started {started}{f" · {run.duration_s:.2f} s" if run.duration_s else ""}</p>
@@ -194,20 +201,68 @@ def render_run(run: Run) -> str:
 """
 
 
-def render_index(records: list[RunRecord], pages: dict[str, str]) -> str:
-    """A table of runs linking to each run's page (`pages`: run id -> relative path)."""
-    rows = "".join(
-        f'<tr><td><a href="{escape(pages[r.run_id])}">{escape(r.run_id)}</a></td>'
-        f"<td>{escape(r.plan)}</td><td>{_badge(r.status)}</td>"
-        f"<td>{datetime.fromtimestamp(r.created_at, UTC).isoformat(timespec='seconds')}</td>"
-        f"<td>{escape(r.error or '')}</td></tr>"
-        for r in records if r.run_id in pages)
+def render_index(
+    records: list[RunRecord], pages: dict[str, str], errors: dict[str, str] | None = None
+) -> str:
+    """A table of runs linking to each run's page (`pages`: run id -> relative path).
+
+    `errors` (run id -> why) lists the runs whose page could not be written, with the
+    reason in place of a link: a run whose plan cannot be loaded any more, say.
+    """
+    errors = errors or {}
+
+    def row(r: RunRecord) -> str:
+        if r.run_id in pages:
+            name, note = f'<a href="{escape(pages[r.run_id])}">{escape(r.run_id)}</a>', ""
+        else:
+            name = escape(r.run_id)
+            note = f'<br><span class="fail">no page: {escape(errors[r.run_id])}</span>'
+        started = datetime.fromtimestamp(r.created_at, UTC).isoformat(timespec="seconds")
+        return (f"<tr><td>{name}</td><td>{escape(r.plan)}</td><td>{_badge(r.status)}</td>"
+                f"<td>{started}</td><td>{escape(r.error or '')}{note}</td></tr>")
+
+    rows = "".join(row(r) for r in records if r.run_id in pages or r.run_id in errors)
     succeeded = sum(r.status == "succeeded" for r in records)
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
-<meta http-equiv="Content-Security-Policy" content="{CSP}">
+    unreadable = f" · {len(errors)} without a page" if errors else ""
+    return f"""{_HEAD}<meta http-equiv="Content-Security-Policy" content="{CSP}">
 <title>runs</title><style>{CSS}</style></head>
-<body><h1>{len(records)} runs · {succeeded} succeeded</h1>
+<body><h1>{len(records)} runs · {succeeded} succeeded{unreadable}</h1>
 <table id="runs"><tr><th>run</th><th>plan</th><th>status</th><th>started</th><th>error</th></tr>
 {rows}</table></body></html>
 """
+
+
+def is_report(path: str | Path) -> bool:
+    """Whether `path` is a regular file that this module wrote (it carries GENERATOR)."""
+    try:
+        if not Path(path).is_file():
+            return False
+        with open(path, "rb") as handle:
+            head = handle.read(1024)
+    except OSError:
+        return False
+    return GENERATOR.encode() in head
+
+
+def write_report(path: str | Path, html: str) -> None:
+    """Write `html` to `path` atomically: a temporary file in the same folder, then os.replace.
+
+    A reader (or a crash) sees the old page or the new one, never half of one.
+    """
+    path = Path(path)
+    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(html)
+            handle.flush()
+            os.fsync(handle.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)  # as a plain open() would have made it, not 0600
+        os.replace(temporary, path)
+    except BaseException:
+        try:
+            os.unlink(temporary)
+        except OSError:
+            pass
+        raise

@@ -86,3 +86,34 @@ async def odd_one_out(task: Task) -> Num:
 @picture.check
 def bright_enough(out: Picture) -> checks.Result:
     return checks.Result.at_least(float(out.image.mean()) / 255, 0.3, "mean brightness")
+
+
+stubborn = Plan("stubborn", input=Task, description="One step whose clean-up, once cancelled, "
+                "takes $SAMPLE_CLEANUP seconds (to test a second signal).")
+
+
+@stubborn.step
+async def linger(task: Task) -> Num:
+    try:
+        await _executed("linger")
+    except asyncio.CancelledError:
+        log = os.environ.get("SAMPLE_LOG")
+        if log:
+            with open(log, "a") as handle:
+                handle.write("cleanup\n")
+        await asyncio.sleep(float(os.environ.get("SAMPLE_CLEANUP", "0")))
+        raise
+    return Num(v=task.n)
+
+
+class Reading(BaseModel):
+    value: float
+    ratio: float
+
+
+non_finite = Plan("non-finite", input=Task, description="Outputs NaN and infinities.")
+
+
+@non_finite.step
+async def measure(task: Task) -> Reading:
+    return Reading(value=float("nan"), ratio=float("inf") if task.n >= 0 else float("-inf"))

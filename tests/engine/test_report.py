@@ -13,7 +13,7 @@ from sample_plans import Task, counted
 from plans.verified_digits import plan as digits_plan
 from reasoner import Engine
 from reasoner.cli import main
-from reasoner.report import render_run
+from reasoner.report import GENERATOR, is_report, render_index, render_run, write_report
 from reasoner.summary import summarize_store
 from reasoner.testing import FakeLM, fake_generators
 
@@ -37,6 +37,25 @@ async def test_report_is_self_contained(tmp_path: Path) -> None:
     assert html.count('src="data:image/png;base64,') >= 3  # two digits and the strip
     assert "http://" not in html.replace('xmlns="http://www.w3.org/2000/svg"', "")
     assert "https://" not in html and "<script" not in html and "<link" not in html
+
+
+async def test_reports_carry_their_marker_and_are_written_whole(tmp_path: Path) -> None:
+    engine, ids = await _runs(tmp_path)
+    page = render_run(engine.load(ids[0]))
+    records = engine.runs()
+    index = render_index(records, {ids[0]: f"run-{ids[0]}.html"}, {ids[1]: "plan gone"})
+    for html in (page, index):
+        assert GENERATOR in html[:1024]
+    assert f"{ids[1]}</td>" in index and "no page: plan gone" in index
+    assert ids[2] not in index  # neither written nor failed: not listed
+
+    target = tmp_path / "run.html"
+    write_report(target, page)
+    assert target.read_text() == page and is_report(target)
+    assert [p.name for p in tmp_path.iterdir() if "run.html" in p.name] == ["run.html"]  # no temp
+    (tmp_path / "other.html").write_text("<!doctype html><p>mine</p>")
+    assert not is_report(tmp_path / "other.html") and not is_report(tmp_path / "runs.db")
+    assert not is_report(tmp_path)
 
 
 async def test_summary_reads_success_attempts_and_reasons(tmp_path: Path) -> None:

@@ -1,0 +1,3 @@
+"""A plan module that raises while it is imported (`reasoner run raising_plan:plan`)."""
+
+raise RuntimeError("boom")
