@@ -105,15 +105,3 @@ async def linger(task: Task) -> Num:
         raise
     return Num(v=task.n)
 
-
-class Reading(BaseModel):
-    value: float
-    ratio: float
-
-
-non_finite = Plan("non-finite", input=Task, description="Outputs NaN and infinities.")
-
-
-@non_finite.step
-async def measure(task: Task) -> Reading:
-    return Reading(value=float("nan"), ratio=float("inf") if task.n >= 0 else float("-inf"))

@@ -249,9 +249,15 @@ def test_non_finite_floats_round_trip_and_json_stays_standard(tmp_path: Path) ->
     assert printed["steps"]["measure"]["output"] == {
         "value": "NaN", "spread": ["Infinity", "-Infinity", 0.5], "maybe": None}
     run_id = printed["run_id"]
+    strict = {"parse_constant": lambda token: pytest.fail(f"{token} in JSON")}
     shown = _cli("show", run_id, "--store", str(db), "--json", env=env)
     assert shown.returncode == 0, shown.stderr
-    assert json.loads(shown.stdout)["steps"]["measure"]["output"]["value"] == "NaN"
+    assert json.loads(shown.stdout, **strict) == printed
+    for listing in (["runs", "--json"], ["summary", "--json"]):
+        listed = _cli(*listing, "--store", str(db), env=env)
+        assert listed.returncode == 0 and listed.stdout.strip()
+        for line in listed.stdout.splitlines():
+            json.loads(line, **strict)
     assert _cli("report", run_id, "--store", str(db), "-o", str(tmp_path / "r.html"),
                 env=env).returncode == 0
     assert _cli("resume", run_id, "--store", str(db), env=env).returncode == 0
