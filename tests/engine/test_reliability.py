@@ -68,6 +68,15 @@ def _wait_for(predicate, timeout: float = 60.0) -> None:  # noqa: ANN001
         time.sleep(0.01)
 
 
+async def _interrupted(engine: Engine, plan: Plan, task: Task) -> None:
+    """Start run "r" and cancel it 50 ms in, as Ctrl-C would."""
+    job = asyncio.create_task(engine.run(plan, task, run_id="r"))
+    await asyncio.sleep(0.05)
+    job.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await job
+
+
 # --------------------------------------------------------------- kill -9 at random
 def test_kill_minus_9_at_20_random_moments_loses_and_repeats_nothing(tmp_path: Path) -> None:
     """Fan-out, a backtrack and run-time expansion, killed 20 times and resumed each time."""
@@ -190,11 +199,7 @@ async def test_an_expired_lease_is_taken_over_and_a_live_one_is_not(
     monkeypatch.setenv("FAULT_DELAY", "0.05")
     db = tmp_path / "runs.db"
     engine = Engine(db)
-    job = asyncio.create_task(engine.run(faulty, Task(n=1), run_id="r"))
-    await asyncio.sleep(0.05)
-    job.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await job
+    await _interrupted(engine, faulty, Task(n=1))
     assert engine.load("r", faulty).status == "interrupted"
     with sqlite3.connect(db) as conn:  # a holder on another machine, alive for 1.5 s more
         conn.execute("INSERT INTO leases VALUES ('r', 'elsewhere', 1, 'other-host', ?, ?)",
@@ -211,11 +216,7 @@ async def test_an_expired_lease_is_taken_over_and_a_live_one_is_not(
 async def test_two_resumes_in_one_process_run_once(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
     monkeypatch.setenv("FAULT_DELAY", "0.05")
     engine = Engine(tmp_path / "runs.db")
-    job = asyncio.create_task(engine.run(faulty, Task(n=1), run_id="r"))
-    await asyncio.sleep(0.05)
-    job.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await job
+    await _interrupted(engine, faulty, Task(n=1))
     outcomes = await asyncio.gather(engine.resume("r", faulty), engine.resume("r", faulty),
                                     return_exceptions=True)
     assert sorted(type(o).__name__ for o in outcomes) == ["Run", "RunBusyError"]
@@ -283,11 +284,7 @@ async def test_a_killed_run_with_non_finite_outputs_resumes(tmp_path: Path) -> N
         return Value(x=first.x)
 
     engine = Engine(tmp_path / "runs.db")
-    job = asyncio.create_task(engine.run(plan, Task(n=0), run_id="r"))
-    await asyncio.sleep(0.05)
-    job.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await job
+    await _interrupted(engine, plan, Task(n=0))
     gate.set()
     run = await engine.resume("r", plan)
     assert run.status == "succeeded" and run.output("second").x == -math.inf
