@@ -471,15 +471,22 @@ def _show(args: argparse.Namespace) -> int:
 def _runs(args: argparse.Namespace) -> int:
     with _reading(args.store) as engine:
         records = engine.runs(args.plan)
+        # A "running" run whose process is gone (killed, lease expired) is shown interrupted.
+        holders = {r.run_id: engine.store.lease_holder(r.run_id)
+                   for r in records if r.status == "running"}
     for record in records:
         started = datetime.fromtimestamp(record.created_at, UTC).isoformat(timespec="seconds")
+        status, holder = record.status, holders.get(record.run_id)
+        if status == "running" and holder is None:
+            status = "interrupted"
         if args.json:
-            print(_dumps({"run_id": record.run_id, "plan": record.plan,
-                          "status": record.status, "started": started,
-                          "error": record.error}))
+            print(_dumps({"run_id": record.run_id, "plan": record.plan, "status": status,
+                          "started": started, "error": record.error,
+                          "holder": None if holder is None else str(holder)}))
         else:
-            print(f"{record.run_id}  {record.plan:16} {record.status:9} {started}"
-                  + (f"  {record.error}" if record.error else ""))
+            note = record.error or (f"executed by {holder}" if holder else "")
+            print(f"{record.run_id}  {record.plan:16} {status:11} {started}"
+                  + (f"  {note}" if note else ""))
     return OK
 
 

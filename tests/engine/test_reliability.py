@@ -187,6 +187,9 @@ def test_a_resume_while_the_original_still_runs_is_refused(tmp_path: Path) -> No
     _wait_for(lambda: len(_lines(log)) >= 2)
     with sqlite3.connect(db) as conn:
         (run_id,) = conn.execute("SELECT run_id FROM runs").fetchone()
+    listed = json.loads(_cli("runs", "--store", str(db), "--json", env=env).stdout)
+    assert listed["status"] == "running" and listed["holder"] == f"pid {original.pid} on " \
+        f"{socket.gethostname()}"
     second = _cli("resume", run_id, "--store", str(db), env=env)
     assert second.returncode == 2
     assert f"is being executed by pid {original.pid} on {socket.gethostname()}" in second.stderr

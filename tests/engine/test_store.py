@@ -106,7 +106,7 @@ def test_resume_after_kill_minus_9(tmp_path: Path) -> None:
     engine.store.close()
     listed = subprocess.run([sys.executable, "-m", "reasoner", "runs", "--store", str(db), "--json"],
                             env=_env(log, 0), capture_output=True, text=True, check=True)
-    assert json.loads(listed.stdout)["status"] == "running"
+    assert json.loads(listed.stdout)["status"] == "interrupted"  # its process is gone
 
     resumed = subprocess.run(
         [sys.executable, "-m", "reasoner", "resume", record.run_id, "--store", str(db), "--json"],
