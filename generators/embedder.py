@@ -44,9 +44,11 @@ def load(device: str | torch.device = "cpu", path: str | Path | None = None) -> 
     """A SentenceTransformer from `path` (default: the packaged model), never the hub."""
     from sentence_transformers import SentenceTransformer
 
-    return SentenceTransformer(
+    model = SentenceTransformer(
         str(path or model_dir()), device=str(torch.device(device)), local_files_only=True
     )
+    model.tokenizer.split_special_tokens = True  # text is data: a typed "[SEP]" stays text
+    return model
 
 
 def embed_batch(model: Any, requests: Sequence[EmbedRequest]) -> list[np.ndarray]:

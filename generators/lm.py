@@ -11,14 +11,21 @@ Generation runs its own decode loop over a left-padded batch with a KV cache ins
 stop strings and token budget, so a request's output depends only on its own seed and
 parameters, never on the batch it shares. Output can be constrained to a pydantic model's
 JSON schema through outlines' logits processors, applied per row inside the same loop.
+
+Text from users and from the model is data, never control: only the chat template's own
+markers become special tokens. Message contents and scored continuations are tokenized
+with special tokens split into plain text, so a question containing "<|im_end|>" or a
+model reply fed into a later prompt cannot forge a turn (`encode_chat`, `encode_text`).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import json
 import os
+import secrets
 import shutil
 import tempfile
 import time
@@ -208,15 +215,87 @@ class LanguageModel:
     _json_backend: Any = None
     _json_indexes: dict[str, Any] = field(default_factory=dict)
 
+    @functools.cached_property
+    def _special_ids(self) -> frozenset[int]:
+        """The ids the tokenizer treats as special (what `split_special_tokens` splits)."""
+        decoder = getattr(self.tokenizer, "added_tokens_decoder", {})
+        return frozenset(i for i, t in decoder.items() if getattr(t, "special", True)) | frozenset(
+            self.tokenizer.all_special_ids
+        )
+
+    def encode_text(self, text: str) -> list[int]:
+        """Token ids of `text` as plain text: "<|im_end|>" in it is characters, not a marker."""
+        if not text:
+            return []
+        return self.tokenizer(text, add_special_tokens=False, split_special_tokens=True)[
+            "input_ids"
+        ]
+
+    def _render(self, messages: Sequence[Mapping[str, str]]) -> str:
+        return self.tokenizer.apply_chat_template(
+            list(messages), tokenize=False, add_generation_prompt=True
+        )
+
+    def _chat_pieces(self, messages: Sequence[Message]) -> list[tuple[str, bool]]:
+        """The rendered prompt as (text, is_template) pieces, each content kept apart.
+
+        The template is rendered with a unique sentinel in place of every message's
+        content and split on them, so the template's own text is known exactly. The content
+        goes back in as the template renders it: unchanged, or stripped for templates that
+        `trim` it (checked against a real rendering); otherwise unchanged.
+        """
+        while True:
+            sentinels = [f"\x00content-{i}-{secrets.token_hex(8)}\x00" for i in range(len(messages))]
+            if not any(s in m.content for s in sentinels for m in messages):
+                break
+        rest = self._render(
+            [{"role": m.role, "content": s} for m, s in zip(messages, sentinels, strict=True)]
+        )
+        template = []
+        for sentinel in sentinels:
+            before, found, rest = rest.partition(sentinel)
+            if not found:
+                raise ValueError("the chat template dropped or repeated a message's content")
+            template.append(before)
+        template.append(rest)
+        real = self._render([m.model_dump() for m in messages])
+        contents = [m.content for m in messages]
+        for candidate in (contents, [c.strip() for c in contents]):
+            if "".join(t + c for t, c in zip(template, [*candidate, ""], strict=True)) == real:
+                contents = candidate
+                break
+        pieces = [(template[0], True)]
+        for content, after in zip(contents, template[1:], strict=True):
+            pieces += [(content, False), (after, True)]
+        return pieces
+
     def encode_chat(self, messages: Sequence[Message]) -> list[int]:
+        """Prompt ids: the template's markers as special tokens, every content as plain text.
+
+        Text between two of the template's special tokens (template text and content
+        together) is tokenized in one piece with special tokens split, exactly as the whole
+        rendered prompt would be tokenized between its markers; so an ordinary prompt gets
+        the same ids as tokenizing the rendered text, and a forged marker in a content is
+        only characters.
+        """
         tok = self.tokenizer
-        if tok.chat_template is None:  # base models: plain concatenation
-            text = "\n\n".join(m.content for m in messages)
-        else:
-            text = tok.apply_chat_template(
-                [m.model_dump() for m in messages], tokenize=False, add_generation_prompt=True
-            )
-        return tok(text, add_special_tokens=False)["input_ids"]
+        if tok.chat_template is None:  # base models: plain concatenation, all of it text
+            return self.encode_text("\n\n".join(m.content for m in messages))
+        ids: list[int] = []
+        plain: list[str] = []
+        for text, is_template in self._chat_pieces(messages):
+            if not is_template or not text:
+                plain.append(text)
+                continue
+            enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
+            done = 0
+            for token, (start, end) in zip(enc["input_ids"], enc["offset_mapping"], strict=True):
+                if token in self._special_ids:
+                    ids += self.encode_text("".join([*plain, text[done:start]]))
+                    ids.append(token)
+                    plain, done = [], end
+            plain.append(text[done:])
+        return ids + self.encode_text("".join(plain))
 
     def _check_length(self, n: int) -> None:
         limit = getattr(self.model.config, "max_position_embeddings", None)
@@ -352,7 +431,7 @@ class LanguageModel:
         for req in requests:
             prompt = self.encode_chat(req.messages)
             for cont in req.continuations:
-                target = self.tokenizer(cont, add_special_tokens=False)["input_ids"]
+                target = self.encode_text(cont)
                 self._check_length(len(prompt) + len(target))
                 pairs.append((prompt, target))
         flat: list[float] = []

@@ -32,7 +32,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, field_validator
 
 from reasoner import Context, Plan, checks
-from reasoner.arithmetic import ExpressionError, evaluate
+from reasoner.arithmetic import MAX_LINE_CHARS, ExpressionError, evaluate
 
 TARGET = Fraction(24)
 OPS = ("+", "-", "*", "/")
@@ -51,7 +51,65 @@ Possible next steps:
 14 - 2 = 12 (left: 8 8 12)"""
 RULES = ("Use numbers and basic arithmetic operations (+ - * /). Each step, you are only "
          "allowed to choose two of the remaining numbers to obtain a new number.")
-_MOVE = re.compile(r"(-?[\d./]+)\s*([-+*/×x÷])\s*(-?[\d./]+)\s*=\s*(-?[\d./]+)")
+# A move is "a op b = c", each term -?[\d./]+ ("7/2" is a term, so "8/2" is 8 / 2). One
+# nested-quantifier regex for it backtracked cubically on runs of "1/1/1/..."; `parse_move`
+# finds the same leftmost, longest-first match with linear scans instead.
+_MOVE_OPS = frozenset("-+*/×x÷")
+_MOVE_OP = re.compile(r"[-+*/×x÷]")
+_TERM_RUN = re.compile(r"[\d./]+")  # one class, nothing after it: no backtracking
+_AFTER_EQUALS = re.compile(r"\s*(-?[\d./]+)")  # \s* stops at '-' or a term character
+
+
+def _split_move(left: str) -> tuple[str, str, str] | None:
+    """`left` (the text before an '=') as "a op b" ending at its end, a as long as it can be.
+
+    a and b are digits, '.' and '/' after an optional '-', whitespace may surround op, and
+    a starts as far left as it can: the match the old regex found, in one pass.
+    """
+    text = left.rstrip()
+    runs = [(m.start(), m.end()) for m in _TERM_RUN.finditer(text)]
+    if not runs or runs[-1][1] != len(text):
+        return None
+    last = runs[-1][0]  # b is the last run, or a '/' inside it splits the last run
+    ops = set()  # the positions an operator may take right before b
+    for b in (last, last - 1) if last and text[last - 1] == "-" else (last,):
+        k = b
+        while k and text[k - 1].isspace():
+            k -= 1
+        if k and text[k - 1] in _MOVE_OPS:
+            ops.add(k - 1)
+
+    def ends_with_b(o: int) -> bool:
+        return o in ops or (last <= o < len(text) - 1 and text[o] == "/")
+
+    for start, end in runs:
+        op = end
+        while op < len(text) and text[op].isspace():
+            op += 1
+        a_end = end
+        if op == len(text) or not ends_with_b(op):  # a shorter a: split at a '/' inside it
+            op = text.rfind("/", start + 1, end)
+            while op > start and not ends_with_b(op):
+                op = text.rfind("/", start + 1, op)
+            if op <= start:
+                continue
+            a_end = op
+        if start and text[start - 1] == "-":
+            start -= 1
+        return text[start:a_end], text[op], text[op + 1:].lstrip()
+    return None
+
+
+def parse_move(line: str) -> tuple[str, str, str, str] | None:
+    """The first "a op b = c" in `line` as its four pieces of text, in linear time."""
+    start = 0
+    while (equals := line.find("=", start)) >= 0:
+        if (_MOVE_OP.search(line, start, equals) is not None
+                and (result := _AFTER_EQUALS.match(line, equals + 1)) is not None
+                and (move := _split_move(line[start:equals])) is not None):
+            return (*move, result.group(1))
+        start = equals + 1
+    return None
 
 
 class Puzzle(BaseModel):
@@ -153,14 +211,17 @@ def move(state: State, i: int, op: str, j: int) -> State | None:
 
 def verify_move(state: State, line: str) -> tuple[checks.Result, State | None]:
     """Check one proposed move exactly: legal arithmetic on numbers that are left."""
-    found = _MOVE.search(line)
+    if len(line) > MAX_LINE_CHARS:
+        return checks.Result.fail(
+            f"line is too long to verify ({len(line)} chars, cap {MAX_LINE_CHARS})"), None
+    found = parse_move(line)
     if found is None:
         return checks.Result.fail("not of the form 'a op b = c'"), None
     try:
-        a, b, claimed = (Fraction(found.group(k)) for k in (1, 3, 4))
+        a, b, claimed = (Fraction(found[k]) for k in (0, 2, 3))
     except (ValueError, ZeroDivisionError):
         return checks.Result.fail("a term is not a number"), None
-    op = {"×": "*", "x": "*", "÷": "/"}.get(found.group(2), found.group(2))
+    op = {"×": "*", "x": "*", "÷": "/"}.get(found[1], found[1])
     values = state.fractions()
     if a not in values:
         return checks.Result.fail(f"{_text(a)} is not among the numbers left"), None

@@ -38,3 +38,11 @@ async def test_similar_sentences_score_higher_than_unrelated(model):
         assert host.stats()["embedder.embed"].max_batch == 2
         with pytest.raises(ValueError):
             await host.embedder.embed([1, 2])  # type: ignore[list-item]
+
+
+def test_special_tokens_typed_in_a_text_stay_text(model):
+    """A "[SEP]" or "[CLS]" inside a sentence is text, not a segment boundary."""
+    ids = model.tokenizer("a [SEP] b [CLS]")["input_ids"]
+    assert ids.count(model.tokenizer.sep_token_id) == 1  # only the one the tokenizer adds
+    assert ids.count(model.tokenizer.cls_token_id) == 1
+    assert model.tokenizer.decode(ids, skip_special_tokens=True).replace(" ", "") == "a[sep]b[cls]"

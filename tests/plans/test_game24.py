@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import random
 import re
+import time
 
 import pytest
 
-from plans.game24 import plan, puzzles, reaches_24, solvable
+from plans.game24 import (
+    Puzzle,
+    parse_move,
+    plan,
+    puzzles,
+    reaches_24,
+    solvable,
+    start,
+    verify_move,
+)
 from reasoner import Engine, InputError
+from reasoner.arithmetic import MAX_LINE_CHARS
 from reasoner.testing import FakeLM, fake_generators
 
 MOVES = {  # what the fake model proposes for each state of 4 9 10 13
@@ -99,3 +111,54 @@ def test_shipped_puzzles_are_solvable_and_reproducible() -> None:
 async def test_bad_inputs_name_the_field(data: dict, message: str) -> None:
     with pytest.raises(InputError, match=message):
         await Engine(generators=fake_generators()).run(plan, data)
+
+
+@pytest.mark.parametrize(("line", "parts"), [
+    ("2 + 8 = 10 (left: 8 10 14)", ("2", "+", "8", "10")),
+    ("8/2 = 4", ("8", "/", "2", "4")),  # a '/' inside a term splits it only when it must
+    ("7/2 * 2 = 7", ("7/2", "*", "2", "7")),
+    ("1. -3 - -4 = 1", ("-3", "-", "-4", "1")),
+    ("so 3x4=12", ("3", "x", "4", "12")),
+    ("14 ÷ 2 = 7 and 8 - 2 = 6", ("14", "÷", "2", "7")),
+    ("a = 3 + 4 = 7", ("3", "+", "4", "7")),
+    ("3 + 4 = x", None), ("= 3 + 4", None), ("3 4 = 7", None),
+])
+def test_moves_are_parsed_into_their_terms(line: str, parts) -> None:
+    assert parse_move(line) == parts
+
+
+OLD_MOVE = re.compile(r"(-?[\d./]+)\s*([-+*/×x÷])\s*(-?[\d./]+)\s*=\s*(-?[\d./]+)")
+
+
+@pytest.mark.parametrize("alphabet", ["12./-+*x× =a", "1/-= ", "9./-÷ =(\t"])
+def test_parse_move_finds_what_the_old_regex_found(alphabet: str) -> None:
+    rng = random.Random(alphabet)  # the old regex is the oracle on inputs too short to be slow
+    for _ in range(3000):
+        line = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 24)))
+        found = OLD_MOVE.search(line)
+        assert parse_move(line) == (found.groups() if found else None), line
+
+
+@pytest.mark.parametrize(("line", "reason"), [
+    ("1/" * 1500 + "1 = 1", "a term is not a number"),  # the old regex took ~6 s on this
+    ("1/" * 2000, "not of the form 'a op b = c'"),
+    ("4 / " + "/" * 2000 + " 9 = 1", "a term is not a number"),  # a = "///...", as before
+    ("1 " * 2000 + "13 - 9 = 4", "legal"),
+    ("- " * 2000 + "13 - 9 = 4", "legal"),
+    ("-" * 2000 + "13 - 9 = 4", "-13 is not among the numbers left"),
+])
+def test_adversarial_moves_are_checked_exactly_and_fast(line: str, reason: str) -> None:
+    state = start(Puzzle(numbers=[4, 9, 10, 13]))
+    copies = 100_000 // (len(line) + 1)
+    started = time.perf_counter()
+    verdicts = [verify_move(state, one)[0] for one in [line] * copies]
+    elapsed = time.perf_counter() - started
+    assert {v.reason for v in verdicts} == {reason}
+    assert elapsed < 1.0, f"{copies * len(line)} chars took {elapsed:.2f} s"
+
+
+def test_a_move_line_over_the_cap_gets_a_clear_verdict() -> None:
+    line = "1/" * 3000 + "1 = 1"
+    verdict, child = verify_move(start(Puzzle(numbers=[4, 9, 10, 13])), line)
+    assert child is None and not verdict.passed
+    assert verdict.reason == f"line is too long to verify ({len(line)} chars, cap {MAX_LINE_CHARS})"
