@@ -237,7 +237,13 @@ class Plan:
         backtrack: bool = True,
         inputs: dict[str, str | Sequence[str]] | None = None,
     ) -> Any:
-        """Decorator adding a step; usable bare (`@plan.step`) or with options."""
+        """Decorator adding a step; usable bare (`@plan.step`) or with options.
+
+        `timeout` bounds each attempt, the step and its checks together. An `async def`
+        step is cancelled at its next await; a plain `def` step runs in a worker thread,
+        which cannot be interrupted: the attempt fails on time and the thread's result
+        is dropped when it ends.
+        """
 
         def register(fn: Callable[..., Any]) -> Step:
             return self.add_step(fn, name=name, inputs=inputs, retries=retries,
