@@ -352,8 +352,9 @@ class Execution:
                             await self._attempt(node, kwargs, ctx, reached)
                 except Exception as exc:  # a step's failure is data, never the engine's crash
                     if isinstance(exc, TimeoutError) and limit is not None and limit.expired():
-                        part = ("the step" if reached.output is None
-                                else f"check {step.checks[len(reached.checks)].name!r}")
+                        pending = step.checks[len(reached.checks):]  # the first one was running
+                        part = (f"check {pending[0].name!r}" if reached.output is not None
+                                and pending else "the step")
                         error = f"timed out after {step.options.timeout} s in {part}"
                     else:
                         error = f"{type(exc).__name__}: {exc}"
