@@ -32,7 +32,7 @@ from reasoner.arrays import BLOB_KEY, decode_blob
 from reasoner.coherence import EdgeScore
 from reasoner.records import ATTEMPT, AttemptRecord, BacktrackRecord, NodeRecord, RunRecord, Status
 
-SCHEMA_VERSION = 2  # 2 added `leases`; a version-1 store is upgraded when opened for writing
+SCHEMA_VERSION = 2  # 2 added `leases`; a version-1 store gains it, in place, when opened
 APPLICATION_ID = 0x52534E52  # "RSNR" in the SQLite header: how a reasoner store is recognised
 LEASE_TTL = 30.0  # seconds a run's lease lasts without a heartbeat
 
@@ -59,7 +59,6 @@ CREATE TABLE IF NOT EXISTS leases (
     run_id TEXT PRIMARY KEY, token TEXT NOT NULL, pid INTEGER NOT NULL, host TEXT NOT NULL,
     heartbeat REAL NOT NULL, expires REAL NOT NULL);
 """
-
 
 Blobs = dict[str, tuple[str, bytes]]
 
@@ -299,17 +298,14 @@ class SQLiteStore(Store):
         self._db.execute("BEGIN IMMEDIATE")  # one writer decides: no two processes both win
         try:
             now = time.time()
-            row = self._db.execute(
-                "SELECT token, pid, host, heartbeat, expires FROM leases WHERE run_id=?", (run_id,)
-            ).fetchone()
-            if row is not None and row[0] != holder.token:
-                other = Holder(row[0], row[1], row[2])
-                if row[4] > now and other.alive():
-                    raise RunBusyError(
-                        f"run {run_id!r} is being executed by {other} (last heartbeat "
-                        f"{now - row[3]:.0f} s ago); it can be taken over when that process "
-                        f"ends or its lease expires in {row[4] - now:.0f} s"
-                    )
+            live = self._live_lease(run_id, now)
+            if live is not None and live[0].token != holder.token:
+                other, heartbeat, expires = live
+                raise RunBusyError(
+                    f"run {run_id!r} is being executed by {other} (last heartbeat "
+                    f"{now - heartbeat:.0f} s ago); it can be taken over when that process "
+                    f"ends or its lease expires in {expires - now:.0f} s"
+                )
             self._put_lease(run_id, holder, now)
         except BaseException:
             self._db.rollback()
@@ -331,13 +327,18 @@ class SQLiteStore(Store):
 
     def lease_holder(self, run_id: str) -> Holder | None:
         """Who executes `run_id` now: the holder of an unexpired lease, if alive."""
+        live = self._live_lease(run_id, time.time())
+        return None if live is None else live[0]
+
+    def _live_lease(self, run_id: str, now: float) -> tuple[Holder, float, float] | None:
+        """(holder, heartbeat, expiry) of the run's lease, unless it expired or its holder died."""
         row = self._db.execute(
-            "SELECT token, pid, host, expires FROM leases WHERE run_id=?", (run_id,)
+            "SELECT token, pid, host, heartbeat, expires FROM leases WHERE run_id=?", (run_id,)
         ).fetchone()
-        if row is None or row[3] <= time.time():
+        if row is None or row[4] <= now:
             return None
         holder = Holder(row[0], row[1], row[2])
-        return holder if holder.alive() else None
+        return (holder, row[3], row[4]) if holder.alive() else None
 
     def update_run(self, record: RunRecord) -> None:
         self._db.execute(
