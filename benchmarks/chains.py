@@ -19,7 +19,7 @@ import asyncio
 import json
 import time
 
-from plans.problems import make_problems
+from plans._problems import make_problems
 from plans.verified_digits import plan
 from reasoner import default_engine
 

@@ -10,10 +10,9 @@ LM calls per puzzle for each; the last line is one JSON object.
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import json
 import statistics
+
+from _common import options, print_figures
 
 from plans.game24 import plan, puzzles
 from reasoner import default_engine
@@ -40,10 +39,5 @@ async def main(count: int, budget: int, jobs: int) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--puzzles", type=int, default=50)
-    parser.add_argument("--budget", type=int, default=24)
-    parser.add_argument("--jobs", type=int, default=25)
-    args = parser.parse_args()
-    print(json.dumps({k: round(v, 4) for k, v in
-                      asyncio.run(main(args.puzzles, args.budget, args.jobs)).items()}))
+    args = options(__doc__, puzzles=50, budget=24, jobs=25)
+    print_figures(main(args.puzzles, args.budget, args.jobs))

@@ -1,6 +1,6 @@
 """How often is the answer right: one language-model pass against the verified-digits plan.
 
-50 word problems with known answers (plans.problems, seed 0), fixed seeds. The
+50 word problems with known answers (plans._problems, seed 0), fixed seeds. The
 single pass asks the model once, with the plan's own prompt, and reads its
 'Answer: N'. The plan resamples the reasoning until every worked line holds
 exactly (up to its retries), then draws, reads back and harmonizes the digits.
@@ -12,12 +12,12 @@ line is one JSON object with the figures.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
 import statistics
 
-from plans.problems import make_problems
+from _common import options, print_figures
+
+from plans._problems import make_problems
 from plans.verified_digits import EXAMPLE, SYSTEM, parse_solution, plan
 from reasoner import default_engine
 from reasoner.context import derive_seed
@@ -66,10 +66,5 @@ async def main(count: int, jobs: int, seed: int) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--problems", type=int, default=50)
-    parser.add_argument("--jobs", type=int, default=25)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
-    print(json.dumps({k: round(v, 4) for k, v in
-                      asyncio.run(main(args.problems, args.jobs, args.seed)).items()}))
+    args = options(__doc__, problems=50, jobs=25, seed=0)
+    print_figures(main(args.problems, args.jobs, args.seed))

@@ -1,11 +1,15 @@
 """The `reasoner` command line: list and draw plans, run them over JSONL, inspect runs.
 
-Exit codes: 0 when every run succeeded, 1 when some run failed, 2 for a usage
-or validation error (bad arguments, unknown plan, invalid input lines; valid
-lines still run), 128 + N when signal N (SIGINT, SIGTERM, SIGHUP) stopped a
-run (the runs in flight are cancelled cleanly and stay resumable), 141 when
-standard output was closed under us (`reasoner runs | head -1`). Imports are
-deferred so that `reasoner --help` is instant.
+Exit codes follow the error groups of `reasoner._exceptions`: 0 when every
+run succeeded; 1 when some run failed, or the model could not produce what
+was asked (GenerationError); 2 for the caller's mistake (UsageError: bad
+arguments, unknown plan, invalid input lines, whose valid lines still run);
+3 when the environment failed (BackendError: the store cannot be read or
+written, the run is busy in another process, the Ray cluster failed); 128 + N
+when signal N (SIGINT, SIGTERM, SIGHUP) stopped a run (the runs in flight are
+cancelled cleanly and stay resumable); 141 when standard output was closed
+under us (`reasoner runs | head -1`). Imports are deferred so that
+`reasoner --help` is instant.
 """
 
 from __future__ import annotations
@@ -17,8 +21,8 @@ import os
 import shlex
 import signal
 import sys
-from collections.abc import Coroutine, Iterator
-from contextlib import aclosing, contextmanager
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from contextlib import aclosing, asynccontextmanager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,8 +32,9 @@ if TYPE_CHECKING:
     from reasoner.events import Event
     from reasoner.plan import Plan
     from reasoner.run import Run
+    from reasoner.store import Store
 
-OK, FAILED, USAGE, STDOUT_CLOSED = 0, 1, 2, 128 + 13  # 141: as if killed by SIGPIPE
+OK, FAILED, USAGE, BACKEND, STDOUT_CLOSED = 0, 1, 2, 3, 128 + 13  # 141: as if killed by SIGPIPE
 SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")  # each stops a run cleanly; a second one at once
 
 
@@ -97,14 +102,15 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from reasoner._exceptions import ReasonerError
+    from reasoner._exceptions import BackendError, GenerationError, ReasonerError
 
     try:
         try:
             code = _COMMANDS[args.command](args)
         except ReasonerError as exc:
             print(f"error: {exc}", file=sys.stderr)
-            code = USAGE
+            code = (BACKEND if isinstance(exc, BackendError)
+                    else FAILED if isinstance(exc, GenerationError) else USAGE)
         except KeyboardInterrupt:  # a Ctrl-C outside the event loop (run and resume handle theirs)
             print("interrupted; `reasoner runs` lists the runs to resume", file=sys.stderr)
             code = 128 + signal.SIGINT
@@ -146,13 +152,12 @@ def _plans(args: argparse.Namespace) -> int:
 
 
 def _graph(args: argparse.Namespace) -> int:
-    from reasoner.engine import validate_input
+    from reasoner.plan import validate_input
     from reasoner.registry import load_plan
 
     plan = load_plan(args.plan)
-    if args.input:
-        plan = plan.for_input(validate_input(plan, args.input))
-    print(plan.mermaid() if args.format == "mermaid" else plan.dot(), end="")
+    compiled = plan.compile(validate_input(plan, args.input) if args.input else None)
+    print(compiled.mermaid() if args.format == "mermaid" else compiled.dot(), end="")
     return OK
 
 
@@ -164,7 +169,7 @@ def _read_inputs(plan: Plan, spec: str) -> tuple[list[Any], int]:
     own, so a line that is not UTF-8 is reported by number like any other bad line.
     """
     from reasoner._exceptions import InputError
-    from reasoner.engine import validate_input
+    from reasoner.plan import validate_input
 
     if not spec.startswith("@"):
         return [validate_input(plan, spec)], 0
@@ -236,23 +241,15 @@ def _run(args: argparse.Namespace) -> int:
     runs: list[Run] = []
 
     async def go() -> None:
-        from reasoner.engine import Engine, default_engine
         from reasoner.progress import JobProgress
 
-        if args.ray is None:
-            engine = default_engine(args.store, device=args.device)
-        else:
-            engine = Engine(args.store, backend="ray", address=args.ray, workers=args.workers)
-        engine.subscribe(tracker)
-        try:
+        async with _engine(args, tracker, args.store) as engine:
             with JobProgress(engine, total=len(inputs), plan=plan.name):
                 mapped = engine.map(plan, inputs, concurrency=args.jobs, seed=args.seed)
                 async with aclosing(mapped):  # an error here cancels the runs before the close
                     async for run in mapped:
                         runs.append(run)
                         _print_run(run, args.json)
-        finally:
-            await engine.aclose()
 
     stopped = _drive(go(), tracker, args.store)
     failed = sum(run.status != "succeeded" for run in runs)
@@ -271,21 +268,16 @@ def _ask(args: argparse.Namespace) -> int:
     result: list[Run] = []
 
     async def go() -> None:
-        from reasoner.engine import default_engine
-        from reasoner.planner import choose
+        from reasoner.router import route
 
         plans = known_plans()
-        engine = default_engine(None if args.dry_run else args.store, device=args.device)
-        engine.subscribe(tracker)
-        try:
-            choice = await choose(engine.generators["lm"], args.request, plans,
-                                  embedder=engine.generators["embedder"], seed=args.seed)
-            print(choice.model_dump_json(), file=sys.stdout if args.dry_run else sys.stderr,
+        async with _engine(args, tracker, None if args.dry_run else args.store) as engine:
+            routed = await route(engine.generators["lm"], args.request, plans,
+                                 embedder=engine.generators["embedder"], seed=args.seed)
+            print(routed.model_dump_json(), file=sys.stdout if args.dry_run else sys.stderr,
                   flush=True)
             if not args.dry_run:
-                result.append(await engine.run(plans[choice.plan], choice.input, seed=args.seed))
-        finally:
-            await engine.aclose()
+                result.append(await engine.run(plans[routed.plan], routed.input, seed=args.seed))
 
     stopped = _drive(go(), tracker, args.store)
     if stopped is not None:
@@ -304,26 +296,38 @@ def _resume(args: argparse.Namespace) -> int:
     result: list[Run] = []
 
     async def go() -> None:
-        from reasoner.engine import default_engine
-        from reasoner.store import open_store
-
-        store = open_store(args.store, create=False)  # a typo must not create an empty store
-        try:
-            engine = default_engine(store, device=args.device)
-        except BaseException:
-            store.close()
-            raise
-        engine.subscribe(tracker)
-        try:
+        # create=False: a typo in --store must not create an empty store
+        async with _engine(args, tracker, args.store, create=False) as engine:
             result.append(await engine.resume(run_id))
-        finally:
-            await engine.aclose()
 
     stopped = _drive(go(), tracker, args.store)
     if stopped is not None:
         return stopped
     _print_run(result[0], args.json)
     return OK if result[0].status == "succeeded" else FAILED
+
+
+@asynccontextmanager
+async def _engine(args: argparse.Namespace, tracker: _InFlight, store: str | None, *,
+                  create: bool = True) -> AsyncIterator[Engine]:
+    """The engine a command runs jobs on: listened to by `tracker`, closed on the way out."""
+    from reasoner.engine import Engine, default_engine
+    from reasoner.store import open_store
+
+    if getattr(args, "ray", None) is not None:
+        engine = Engine(store, backend="ray", address=args.ray, workers=args.workers)
+    else:
+        opened = open_store(store, create=create)
+        try:
+            engine = default_engine(opened, device=args.device)
+        except BaseException:
+            opened.close()
+            raise
+    engine.subscribe(tracker)
+    try:
+        yield engine
+    finally:
+        await engine.aclose()
 
 
 # ------------------------------------------------------- signals and runs in flight
@@ -430,24 +434,28 @@ def _exit_at_once(signum: int, frame: object = None) -> None:
 
 # ------------------------------------------------------------ reading commands
 @contextmanager
-def _reading(store: str) -> Iterator[Engine]:
-    """An engine on an existing store, for commands that read: never creates or alters a file."""
-    from reasoner.engine import Engine
+def _reading(store: str) -> Iterator[Store]:
+    """An existing store, for commands that read: never creates or alters a file.
+
+    Runs are read from their records alone (`reasoner.run.read_run`), so a run
+    shows the same whether or not its plan can still be imported.
+    """
     from reasoner.store import open_store
 
     opened = open_store(store, create=False)
     try:
-        yield Engine(opened)
+        yield opened
     finally:
         opened.close()
 
 
 def _show(args: argparse.Namespace) -> int:
     from reasoner.records import check_run_id
+    from reasoner.run import excerpt, read_run
 
     run_id = check_run_id(args.run_id)
-    with _reading(args.store) as engine:
-        run = engine.load(run_id)
+    with _reading(args.store) as store:
+        run = read_run(store.load(run_id))
     if args.json:
         print(_dumps(run.to_json()))
         return OK
@@ -464,16 +472,15 @@ def _show(args: argparse.Namespace) -> int:
         if step.status == "failed" and step.attempts:
             print(f"    error: {step.attempts[-1].reason}")
         if step.output is not None:
-            print(f"    output: {_excerpt(step.output.model_dump())}")
+            print(f"    output: {excerpt(step.output)}")
     return OK
 
 
 def _runs(args: argparse.Namespace) -> int:
-    with _reading(args.store) as engine:
-        records = engine.runs(args.plan)
+    with _reading(args.store) as store:
+        records = store.runs(args.plan)
         # A "running" run whose process is gone (killed, lease expired) is shown interrupted.
-        holders = {r.run_id: engine.store.lease_holder(r.run_id)
-                   for r in records if r.status == "running"}
+        holders = {r.run_id: store.lease_holder(r.run_id) for r in records if r.status == "running"}
     for record in records:
         started = datetime.fromtimestamp(record.created_at, UTC).isoformat(timespec="seconds")
         status, holder = record.status, holders.get(record.run_id)
@@ -496,28 +503,29 @@ def _report(args: argparse.Namespace) -> int:
     Only files this command wrote are overwritten (never the store, never anything
     else), pages go only into the folder, and each is written atomically.
     """
-    from reasoner._exceptions import ReasonerError
+    from reasoner._exceptions import ReasonerError, UsageError
     from reasoner.records import check_run_id
     from reasoner.report import render_index, render_run
+    from reasoner.run import read_run
 
     output = Path(args.output)
     if args.run_id:
         run_id = check_run_id(args.run_id)
         _check_file_target(output)
         _may_overwrite(output, args.store)
-        with _reading(args.store) as engine:
-            html = render_run(engine.load(run_id))
+        with _reading(args.store) as store:
+            html = render_run(read_run(store.load(run_id)))
         _write(output, html)
         print(f"wrote {output}", file=sys.stderr)
         return OK
 
     if output.exists() and not output.is_dir():
-        raise ReasonerError(
+        raise UsageError(
             f"-o {str(output)!r} is a file; without RUN_ID the report is a folder (an index and "
             "one page per run): give a folder, or a RUN_ID to write one run's page to a file"
         )
-    with _reading(args.store) as engine:
-        records = engine.runs(args.plan)
+    with _reading(args.store) as store:
+        records = store.runs(args.plan)
         inside = output.resolve()
         targets: dict[str, Path] = {}
         errors: dict[str, str] = {}
@@ -538,15 +546,15 @@ def _report(args: argparse.Namespace) -> int:
         try:
             output.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise ReasonerError(f"cannot create the folder {str(output)!r}: "
+            raise UsageError(f"cannot create the folder {str(output)!r}: "
                                 f"{exc.strerror or exc}") from exc
         pages: dict[str, str] = {}
         for record in records:
             if record.run_id not in targets:
                 continue
             try:
-                html = render_run(engine.load(record.run_id))
-            except Exception as exc:  # its plan is gone or raises: list it, go on
+                html = render_run(read_run(store.load(record.run_id)))
+            except Exception as exc:  # an unreadable record: list it, go on
                 errors[record.run_id] = str(exc) if isinstance(exc, ReasonerError) else (
                     f"{type(exc).__name__}: {exc}")
                 continue
@@ -562,29 +570,29 @@ def _report(args: argparse.Namespace) -> int:
 
 def _check_file_target(output: Path) -> None:
     """One run's report goes to a file in a folder that exists."""
-    from reasoner._exceptions import ReasonerError
+    from reasoner._exceptions import UsageError
 
     if output.is_dir():
-        raise ReasonerError(
+        raise UsageError(
             f"-o {str(output)!r} is a folder; give a file name for one run's report, or leave "
             "out RUN_ID to write an index of runs into the folder"
         )
     folder = output.parent
     if not folder.is_dir():
         state = "is not a folder" if folder.exists() else "does not exist"
-        raise ReasonerError(f"cannot write {str(output)!r}: the folder {str(folder)!r} {state}")
+        raise UsageError(f"cannot write {str(output)!r}: the folder {str(folder)!r} {state}")
 
 
 def _may_overwrite(target: Path, store: str) -> None:
     """Refuse the store itself, and any existing file that is not one of our reports."""
-    from reasoner._exceptions import ReasonerError
+    from reasoner._exceptions import UsageError
     from reasoner.report import is_report
 
     if any(_same_file(target, Path(store + suffix)) for suffix in ("", "-wal", "-shm", "-journal")):
-        raise ReasonerError(f"refusing to write the report over the store {store!r} (or its "
+        raise UsageError(f"refusing to write the report over the store {store!r} (or its "
                             "-wal, -shm or -journal file)")
     if os.path.lexists(target) and not is_report(target):
-        raise ReasonerError(
+        raise UsageError(
             f"refusing to overwrite {str(target)!r}: it is not a report written by "
             "`reasoner report`; remove it or choose another name"
         )
@@ -598,20 +606,20 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def _write(target: Path, html: str) -> None:
-    from reasoner._exceptions import ReasonerError
+    from reasoner._exceptions import UsageError
     from reasoner.report import write_report
 
     try:
         write_report(target, html)
     except OSError as exc:
-        raise ReasonerError(f"cannot write {str(target)!r}: {exc.strerror or exc}") from exc
+        raise UsageError(f"cannot write {str(target)!r}: {exc.strerror or exc}") from exc
 
 
 def _summary(args: argparse.Namespace) -> int:
     from reasoner.summary import format_summary, summarize_store
 
-    with _reading(args.store) as engine:
-        summary = summarize_store(engine.store, args.plan)
+    with _reading(args.store) as store:
+        summary = summarize_store(store, args.plan)
     print(_dumps(summary.model_dump(mode="json")) if args.json else format_summary(summary))
     return OK
 
@@ -637,22 +645,6 @@ def _dumps(value: Any) -> str:
         from reasoner.run import finite_json
 
         return json.dumps(finite_json(value), allow_nan=False)
-
-
-def _excerpt(value: Any, limit: int = 160) -> str:
-    """A short, readable rendering of an output: arrays by shape, long text cut."""
-
-    def shrink(item: Any) -> Any:
-        if hasattr(item, "shape") and hasattr(item, "dtype"):
-            return f"<{item.dtype} array {'x'.join(map(str, item.shape))}>"
-        if isinstance(item, dict):
-            return {k: shrink(v) for k, v in item.items()}
-        if isinstance(item, list | tuple):
-            return [shrink(v) for v in item]
-        return item
-
-    text = json.dumps(shrink(value), default=str)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 _COMMANDS = {

@@ -43,12 +43,14 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from reasoner._exceptions import ClusterError
-from reasoner.engine import Engine
+from reasoner.coherence import EdgeMetric
 from reasoner.events import EventBus
+from reasoner.executor import continue_run
 from reasoner.lease import Lease
 from reasoner.plan import Plan
 from reasoner.records import BacktrackRecord, NodeRecord, RunRecord, Status
 from reasoner.registry import load_plan, plan_ref
+from reasoner.runtime import Runtime
 from reasoner.store import Blobs, Holder, RunHistory, SQLiteStore, Store, StoredRun
 
 if TYPE_CHECKING:
@@ -59,7 +61,7 @@ if TYPE_CHECKING:
     from reasoner.records import AttemptRecord
 
 PROJECT = "project"  # this project's models, `generators.host.Host` behind ProjectGenerators
-_PROJECT_FACTORY = "reasoner.engine:ProjectGenerators"
+_PROJECT_FACTORY = "reasoner.project:ProjectGenerators"
 HOST_CONCURRENCY = 4096  # requests in flight per host actor, so all of them can share a batch
 WORKER_CONCURRENCY = 4096  # jobs in flight per worker actor
 CALL_RETRIES = 5  # a generator call lost with its host is re-sent to the restarted host
@@ -229,10 +231,10 @@ class StoreHost:
 class RemoteStore(Store):
     """A `Store` whose writes go to the store actor, one call per loop tick.
 
-    Writes are buffered; `commit()` ships them. `synced()` is what a step
-    awaits before its dependants start: it ships the tick's writes and returns
-    once the actor has committed them and everything shipped before. Reads
-    (`load`, `runs`, `history`) block, for the driver's synchronous API.
+    Writes are buffered; `commit()` ships them. `synced()` (the Store's own
+    per-tick barrier) returns once the actor has committed this tick's writes
+    and everything shipped before. Reads (`load`, `runs`, `history`) block, for
+    the driver's synchronous API.
     """
 
     durable = True
@@ -241,7 +243,6 @@ class RemoteStore(Store):
         self.actor = actor
         self._writes: list[Write] = []
         self._shipped: list[ObjectRef[None]] = []
-        self._tick: asyncio.Future[list[ObjectRef[None]]] | None = None
 
     def create_run(self, record: RunRecord) -> None:
         self._writes.append(("create_run", (record,)))
@@ -276,20 +277,16 @@ class RemoteStore(Store):
         self.commit()
 
     async def synced(self) -> None:
-        """Return once everything written so far is committed by the store actor."""
-        if self._tick is None:
-            loop = asyncio.get_running_loop()
-            self._tick = loop.create_future()
-            loop.call_soon(self._end_tick)
-        shipped = await asyncio.shield(self._tick)  # one waiter's cancellation spares the rest
-        await asyncio.gather(*(_remote(ref) for ref in shipped))
+        try:
+            await super().synced()
+        except Exception as exc:
+            _reraise(exc)
 
-    def _end_tick(self) -> None:
-        future, self._tick = self._tick, None
-        assert future is not None
+    def _commit_tick(self) -> list[Awaitable[None]]:
+        """Ship this tick's writes; the actor's answers to every call shipped since say when."""
         self.commit()
         shipped, self._shipped = self._shipped, []
-        future.set_result(shipped)
+        return shipped  # type: ignore[return-value]  # an ObjectRef is awaitable, many times
 
     # Leases go straight to the actor, in order after the writes shipped before them.
     def acquire_lease(self, run_id: str, holder: Holder) -> Awaitable[None]:  # type: ignore[override]
@@ -314,17 +311,6 @@ class RemoteStore(Store):
 
 
 # --------------------------------------------------------------------- workers
-class _WorkerEngine(Engine):
-    """The local engine inside a worker: a step is durable once the store actor committed it."""
-
-    def __init__(self, store: RemoteStore, **options: Any) -> None:
-        super().__init__(store, **options)
-        self.remote = store
-
-    async def committed(self) -> None:
-        await self.remote.synced()
-
-
 class Worker:
     """An async Ray actor running its share of the jobs with the ordinary executor.
 
@@ -333,13 +319,11 @@ class Worker:
     """
 
     def __init__(self, store: str, host: str, names: list[str], max_concurrency: int,
-                 score_edges: bool) -> None:
+                 score_edges: bool, edge_metrics: tuple[EdgeMetric, ...]) -> None:
         ray = _ray()
-        self.engine = _WorkerEngine(
-            RemoteStore(ray.get_actor(store)), generators=proxies(ray.get_actor(host), names),
-            max_concurrency=max_concurrency, score_edges=score_edges,
-        )
-        self.store = self.engine.remote
+        self.store = RemoteStore(ray.get_actor(store))
+        self.runtime = Runtime(self.store, EventBus(), proxies(ray.get_actor(host), names),
+                               asyncio.Semaphore(max_concurrency), edge_metrics, score_edges)
         self._plans: dict[str, Plan] = {}
 
     async def job(self, run_id: str, plan: str | None) -> None:
@@ -350,7 +334,7 @@ class Worker:
             if reference not in self._plans:
                 self._plans[reference] = load_plan(reference)
             try:
-                await self.engine.resume_stored(stored, self._plans[reference])
+                await continue_run(self.runtime, stored, self._plans[reference])
             finally:  # cancelled too: once the job returns, the store holds all it recorded
                 await self.store.synced()
 
@@ -372,6 +356,7 @@ class RayCluster:
         generators: str,
         max_concurrency: int,
         score_edges: bool,
+        edge_metrics: tuple[EdgeMetric, ...],
         events: EventBus,
     ) -> None:
         ray = _ray()
@@ -422,7 +407,7 @@ class RayCluster:
             max_concurrency=WORKER_CONCURRENCY, max_restarts=-1, max_task_retries=JOB_RETRIES,
             scheduling_strategy="SPREAD",
         )
-        self._options = (max_concurrency, score_edges)
+        self._options = (max_concurrency, score_edges, edge_metrics)
         count = workers or sum(1 for node in ray.nodes() if node["Alive"])
         self.workers = [self._start_worker(slot) for slot in range(count)]
         self._busy = [0] * count  # jobs in flight per worker slot

@@ -4,11 +4,12 @@ and `spawn` for steps that grow the graph at run time.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import random
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel
 
@@ -16,10 +17,19 @@ from reasoner._exceptions import GeneratorMissingError, OutputError
 from reasoner.plan import SPAWN_SEPARATOR, Step
 from reasoner.records import CheckRecord
 
-if TYPE_CHECKING:
-    from reasoner.executor import Execution
+
+class RunView(Protocol):
+    """What a step may see of the run it is part of (the executor's `Execution` is one)."""
+
+    @property
+    def templates(self) -> Mapping[str, Step]: ...
+
+    def verdicts(self, step: str) -> list[CheckRecord]: ...
+
+    def expansion_outputs(self, step: str) -> dict[str, BaseModel]: ...
 
 
+@functools.lru_cache(maxsize=65536)  # map runs every input with one seed: the same seeds recur
 def derive_seed(run_seed: int, node: str, generation: int, attempt: int) -> int:
     """A 32-bit seed fixed by the run seed and the attempt's place in the run."""
     key = f"{run_seed}\x00{node}\x00{generation}\x00{attempt}".encode()
@@ -30,7 +40,7 @@ class Context:
     """Per-attempt context. Generator handles resolve by name: `ctx.lm`, `ctx.gan`, ..."""
 
     __slots__ = ("run_id", "step", "seed", "attempt", "generation", "_step", "_generators",
-                 "_execution", "_spawned", "_log")  # fmt: skip
+                 "_run", "_spawned", "_log")  # fmt: skip
 
     def __init__(
         self,
@@ -41,7 +51,7 @@ class Context:
         attempt: int,
         generation: int,
         generators: Mapping[str, Any],
-        execution: Execution | None = None,
+        run: RunView | None = None,
     ) -> None:
         self.run_id = run_id
         self.step = node
@@ -50,7 +60,7 @@ class Context:
         self.generation = generation
         self._step = step
         self._generators = generators
-        self._execution = execution
+        self._run = run
         self._spawned: list[tuple[str, Step, BaseModel]] = []
         self._log: logging.LoggerAdapter[logging.Logger] | None = None
 
@@ -91,16 +101,16 @@ class Context:
         Returns the child's node name, `<this step>/<key>`. Children of a failed
         attempt are discarded with it.
         """
-        if self._execution is None:
+        if self._run is None:
             raise OutputError("spawn needs a running execution")
-        plan = self._execution.plan
+        templates = self._run.templates
         name = template if isinstance(template, str) else template.name
-        if name not in plan.templates:
-            known = ", ".join(sorted(plan.templates)) or "none"
+        if name not in templates:
+            known = ", ".join(sorted(templates)) or "none"
             raise OutputError(
                 f"step {self.step!r} spawned unknown template {name!r} (templates: {known})"
             )
-        step = plan.templates[name]
+        step = templates[name]
         if not key or SPAWN_SEPARATOR in key:
             raise OutputError(f"step {self.step!r}: spawn key {key!r} must be non-empty without '/'")
         child = f"{self.step}{SPAWN_SEPARATOR}{key}"
@@ -117,12 +127,8 @@ class Context:
 
     def verdicts(self, step: str) -> list[CheckRecord]:
         """The check results of the attempt that stands for `step` (a finished producer)."""
-        if self._execution is None:
-            return []
-        return self._execution.verdicts(step)
+        return [] if self._run is None else self._run.verdicts(step)
 
     def expansion(self, step: str) -> dict[str, BaseModel]:
         """Outputs of every node spawned below `step` (at any depth) that succeeded."""
-        if self._execution is None:
-            return {}
-        return self._execution.expansion_outputs(step)
+        return {} if self._run is None else self._run.expansion_outputs(step)

@@ -2,70 +2,39 @@
 
 `Engine.run` executes one plan on one input, `Engine.map` many inputs with
 bounded concurrency (results as they finish), `Engine.resume` continues a
-run from what its store committed. Generators are handed in by name
+run from what its store committed, `Engine.load` reads a run back. The
+engine builds one `Runtime` (store, events, generators, limits) and hands
+it to the executor for every run. Generators are handed in by name
 (`generators={"lm": ...}`) and reach steps as `ctx.lm`; `default_engine`
-wires up this project's own models without importing them until used.
-`Engine(backend="ray")` runs the same jobs on a Ray cluster (`reasoner.cluster`,
-imported only then).
+wires up this project's own models (`reasoner.project`) without importing
+them until used. `Engine(backend="ray")` runs the same jobs on a Ray cluster
+(`reasoner.cluster`, imported only then).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import time
-import uuid
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ValidationError
-from pydantic_core import PydanticSerializationError
-
-from reasoner._exceptions import ClusterError, GeneratorMissingError, InputError, StoreError
+from reasoner._exceptions import ClusterError, InputError
+from reasoner.coherence import EdgeMetric
 from reasoner.events import EventBus, Listener
-from reasoner.executor import Execution
+from reasoner.executor import Execution, check_generators, continue_run
 from reasoner.lease import Lease
-from reasoner.plan import Plan
+from reasoner.plan import Plan, validate_input
+from reasoner.project import EDGE_METRICS, ProjectGenerators
 from reasoner.records import RunRecord, check_run_id
 from reasoner.registry import load_plan, plan_ref
-from reasoner.run import Run
-from reasoner.store import Holder, Store, StoredRun, open_store
+from reasoner.run import Run, read_run
+from reasoner.runtime import Runtime
+from reasoner.store import Holder, Store, open_store
 
 if TYPE_CHECKING:
     from reasoner.cluster import RayCluster
-
-
-def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
-    """One line per problem, each naming the field path, as users read them."""
-    lines = []
-    for error in exc.errors():
-        path = ".".join(str(part) for part in error["loc"]) or "(input)"
-        lines.append(f"{prefix}field {path!r}: {error['msg']}")
-    return "; ".join(lines)
-
-
-def validate_input(plan: Plan, value: Any) -> BaseModel:
-    """The plan's input model from a model, dict or JSON string; InputError names the field."""
-    try:
-        if isinstance(value, plan.input):
-            task = value
-        elif isinstance(value, str | bytes):
-            task = plan.input.model_validate_json(value)
-        else:
-            if isinstance(value, BaseModel):
-                value = value.model_dump()
-            task = plan.input.model_validate(value)
-        task.model_dump_json()  # what the store will write must be writable
-    except ValidationError as exc:
-        raise InputError(
-            f"invalid input for plan {plan.name!r}: {format_validation_error(exc)}"
-        ) from exc
-    except (PydanticSerializationError, UnicodeError) as exc:
-        raise InputError(
-            f"invalid input for plan {plan.name!r}: it cannot be stored as JSON ({exc}); "
-            "a lone surrogate character is the usual cause"
-        ) from exc
-    return task
 
 
 class Engine:
@@ -78,22 +47,22 @@ class Engine:
         generators: Mapping[str, Any] | str | None = None,
         max_concurrency: int = 256,
         score_edges: bool = True,
+        edge_metrics: Sequence[EdgeMetric] = EDGE_METRICS,
+        events: EventBus | None = None,
         backend: Literal["local", "ray"] = "local",
         address: str | None = None,
         workers: int | None = None,
     ) -> None:
-        """`backend="ray"` spreads runs over `workers` Ray actors (see `reasoner.cluster`).
+        """`edge_metrics` score each edge when a run ends (a plan's own metric comes first).
 
-        On Ray, `address` is None (start a local cluster), "auto" or "ray://host:port";
-        `generators` is "project" (the default) or a "module:factory" reference called
-        inside each generator host actor; `max_concurrency` bounds each worker.
+        On Ray (`backend="ray"`), `address` is None (start a local cluster), "auto" or
+        "ray://host:port"; `generators` is "project" (the default) or a "module:factory"
+        reference called inside each generator host actor; `max_concurrency` bounds
+        each worker.
         """
         if max_concurrency < 1:
             raise ValueError(f"max_concurrency must be at least 1, got {max_concurrency}")
-        self.score_edges = score_edges  # measure edge coherence when each run ends
-        self.limit = asyncio.Semaphore(max_concurrency)  # steps running at once, all runs
-        self.events = EventBus()
-        self._commit: asyncio.Future[None] | None = None
+        events = events if events is not None else EventBus()
         self.cluster: RayCluster | None = None
         if backend == "ray":
             from reasoner.cluster import PROJECT, RayCluster
@@ -105,41 +74,32 @@ class Engine:
                 )
             self.cluster = RayCluster(
                 store, address=address, workers=workers, generators=generators or PROJECT,
-                max_concurrency=max_concurrency, score_edges=score_edges, events=self.events,
+                max_concurrency=max_concurrency, score_edges=score_edges,
+                edge_metrics=tuple(edge_metrics), events=events,
             )
-            self.store: Store = self.cluster.store
-            self.generators: Mapping[str, Any] = self.cluster.generators
-            return
-        if backend != "local":
-            raise ValueError(f"backend must be 'local' or 'ray', not {backend!r}")
-        if address is not None or workers is not None:
-            raise ValueError("address and workers apply to backend='ray' only")
-        if isinstance(generators, str):
-            raise ValueError("a generators reference applies to backend='ray'; pass a mapping")
-        self.store = open_store(store)
-        self.generators = generators if generators is not None else {}
-
-    async def committed(self) -> None:
-        """Return once everything written so far is committed.
-
-        The commit runs at the end of the current loop tick, so every step that
-        finished in that tick, in any run, shares one commit.
-        """
-        if self._commit is None:
-            loop = asyncio.get_running_loop()
-            self._commit = loop.create_future()
-            loop.call_soon(self._flush)
-        await asyncio.shield(self._commit)  # one waiter's cancellation must not cancel the rest
-
-    def _flush(self) -> None:
-        future, self._commit = self._commit, None
-        assert future is not None
-        try:
-            self.store.commit()
-        except Exception as exc:
-            future.set_exception(StoreError(f"cannot commit to the store: {exc}"))
+            opened, handles = self.cluster.store, self.cluster.generators
         else:
-            future.set_result(None)
+            if backend != "local":
+                raise ValueError(f"backend must be 'local' or 'ray', not {backend!r}")
+            if address is not None or workers is not None:
+                raise ValueError("address and workers apply to backend='ray' only")
+            if isinstance(generators, str):
+                raise ValueError("a generators reference applies to backend='ray'; pass a mapping")
+            opened, handles = open_store(store), generators if generators is not None else {}
+        self.runtime = Runtime(opened, events, handles, asyncio.Semaphore(max_concurrency),
+                               tuple(edge_metrics), score_edges)
+
+    @property
+    def store(self) -> Store:
+        return self.runtime.store
+
+    @property
+    def generators(self) -> Mapping[str, Any]:
+        return self.runtime.generators
+
+    @property
+    def events(self) -> EventBus:
+        return self.runtime.events
 
     def subscribe(self, listener: Listener) -> Any:
         """Call `listener(event)` for every event; returns a function that unsubscribes."""
@@ -167,12 +127,13 @@ class Engine:
         if run_id is not None:
             check_run_id(run_id)
         task = validate_input(plan, input)
-        concrete = plan.for_input(task)
-        self._check_generators(concrete)
-        record = RunRecord(
-            run_id=run_id or uuid.uuid4().hex[:16],
+        compiled = plan.compile(task)
+        check_generators(compiled, self.generators)
+        record = RunRecord.model_construct(  # every field is built here, already valid
+            run_id=run_id or os.urandom(8).hex(),
             plan=plan.name,
             plan_ref=plan_ref(plan),
+            shape=compiled.shape,
             seed=seed,
             input=task.model_dump_json(),
             max_backtracks=plan.max_backtracks if max_backtracks is None else max_backtracks,
@@ -180,11 +141,15 @@ class Engine:
             created_at=time.time(),
         )
         if self.cluster is not None:
-            return self.load_stored(await self.cluster.run(record), plan)
+            return read_run(await self.cluster.run(record), compiled)
+        execution = Execution(self.runtime, compiled, record, task)
+        if not self.store.durable:  # nothing to lease: no other process can see this run
+            self.store.create_run(record)
+            return await execution.execute()
         holder = Holder.here()
         self.store.create_run(record, lease=holder)
         async with Lease(self.store, record.run_id, holder, taken=True):
-            return await Execution(self, concrete, record, task).execute()
+            return await execution.execute()
 
     async def map(
         self,
@@ -214,72 +179,66 @@ class Engine:
             shown = "\n".join(problems[:20]) + ("\n..." if len(problems) > 20 else "")
             raise InputError(f"{len(problems)} of {len(tasks) + len(problems)} inputs are "
                              f"invalid; nothing was run:\n{shown}")
-        pending = iter(tasks)
-        running: set[asyncio.Task[Run]] = set()
-        exhausted = False
+        finished: asyncio.Queue[Run | Exception] = asyncio.Queue()
+        slots = asyncio.Semaphore(concurrency)
+
+        async def one(task: Any) -> None:
+            try:
+                finished.put_nowait(await self.run(plan, task, seed=seed))
+            except Exception as exc:  # raised to the caller where it reads, not in the group
+                finished.put_nowait(exc)
+            finally:
+                slots.release()
+
+        async def start(group: asyncio.TaskGroup) -> None:
+            for task in tasks:
+                await slots.acquire()
+                group.create_task(one(task))
+
+        # Leaving the loop (or an error) exits the group, which cancels and awaits every run.
         try:
-            while True:
-                while not exhausted and len(running) < concurrency:
-                    try:
-                        value = next(pending)
-                    except StopIteration:
-                        exhausted = True
-                        break
-                    running.add(asyncio.create_task(self.run(plan, value, seed=seed)))
-                if not running:
-                    return
-                done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
-                for finished in done:
-                    yield finished.result()
-        finally:
-            for task in running:
-                task.cancel()
-            await asyncio.gather(*running, return_exceptions=True)
+            async with asyncio.TaskGroup() as group:
+                group.create_task(start(group))
+                for _ in tasks:
+                    result = await finished.get()
+                    if isinstance(result, Exception):
+                        raise result
+                    yield result
+        except BaseExceptionGroup as wrapped:  # runs never raise, so only what left the loop:
+            error = wrapped.exceptions[0]  # a run's error, or the caller's GeneratorExit
+            raise error from error.__cause__
 
     async def resume(self, run_id: str, plan: Plan | None = None) -> Run:
         """Continue a run from its store: nothing committed is recomputed.
 
-        RunBusyError when another live process executes the run (see `reasoner.lease`).
+        Without `plan`, the plan is imported by the reference the run was started
+        with. RunBusyError when another live process executes the run (see
+        `reasoner.lease`); PlanChangedError when the plan's graph is not the run's.
         """
         if self.cluster is not None:
-            return self.load_stored(await self.cluster.resume(run_id, plan), plan)
+            stored = await self.cluster.resume(run_id, plan)
+            return read_run(stored, None if plan is None else plan.compile(
+                validate_input(plan, stored.record.input)))
         async with Lease(self.store, run_id):  # read only once no other process executes it
-            return await self.resume_stored(self.store.load(run_id), plan)
-
-    async def resume_stored(self, stored: StoredRun, plan: Plan | None = None) -> Run:
-        """Continue a run from what a store returned for it (a Ray worker reads it remotely)."""
-        record = stored.record
-        plan = plan or load_plan(record.plan_ref or record.plan)
-        task = validate_input(plan, record.input)
-        concrete = plan.for_input(task)
-        execution = Execution(self, concrete, record, task, stored)
-        if record.status in ("succeeded", "failed"):  # finished: nothing to do
-            return execution.to_run()
-        self._check_generators(concrete)
-        return await execution.execute()
+            stored = self.store.load(run_id)
+            record = stored.record
+            return await continue_run(self.runtime, stored,
+                                      plan or load_plan(record.plan_ref or record.plan))
 
     def load(self, run_id: str, plan: Plan | None = None) -> Run:
-        """Read a run back from the store without running anything."""
-        return self.load_stored(self.store.load(run_id), plan)
+        """Read a run back from the store without running anything.
 
-    def load_stored(self, stored: StoredRun, plan: Plan | None = None) -> Run:
-        """The Run a store's record of it describes."""
-        plan = plan or load_plan(stored.record.plan_ref or stored.record.plan)
-        task = validate_input(plan, stored.record.input)
-        return Execution(self, plan.for_input(task), stored.record, task, stored).to_run()
+        Without `plan` nothing is imported: outputs are models made from the stored
+        JSON (same field names, images and arrays decoded). With it, they are the
+        plan's own output models.
+        """
+        stored = self.store.load(run_id)
+        if plan is None:
+            return read_run(stored)
+        return read_run(stored, plan.compile(validate_input(plan, stored.record.input)))
 
     def runs(self, plan: str | None = None) -> list[RunRecord]:
         return self.store.runs(plan)
-
-    def _check_generators(self, plan: Plan) -> None:
-        for step in [*plan.steps.values(), *plan.templates.values()]:
-            for name in step.options.uses:
-                if name not in self.generators:
-                    known = ", ".join(sorted(self.generators)) or "none"
-                    raise GeneratorMissingError(
-                        f"step {step.name!r} uses generator {name!r}, which this engine does "
-                        f"not have (it has: {known})"
-                    )
 
     # ------------------------------------------------------------- lifecycle
     async def aclose(self) -> None:
@@ -298,46 +257,9 @@ class Engine:
         await self.aclose()
 
 
-class ProjectGenerators(Mapping[str, Any]):
-    """This project's models behind one batching host, created on first use.
-
-    Plans that never touch a model never import torch; the first `ctx.lm`
-    (or `ctx.gan`, ...) starts the host on `device` (CUDA when present).
-    """
-
-    NAMES = ("lm", "gan", "vae", "classifier", "embedder")
-
-    def __init__(self, device: str | None = None, events: EventBus | None = None) -> None:
-        self.device = device
-        self.events = events
-        self.host: Any = None
-
-    def __getitem__(self, name: str) -> Any:
-        if name not in self.NAMES:
-            raise KeyError(name)
-        if self.host is None:
-            from generators.host import Host
-
-            self.host = Host(device=self.device)
-            if self.events is not None:
-                bus = self.events
-                self.host.subscribe(lambda batch: bus.emit("batch", "", **vars(batch)))
-        return getattr(self.host, name)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.NAMES)
-
-    def __len__(self) -> int:
-        return len(self.NAMES)
-
-    async def aclose(self) -> None:
-        if self.host is not None:
-            await self.host.aclose()
-
-
 def default_engine(store: str | Path | Store | None = ":memory:", *, device: str | None = None,
                    max_concurrency: int = 256) -> Engine:
     """The engine the CLI uses: a store plus this project's generators, loaded lazily."""
-    engine = Engine(store, max_concurrency=max_concurrency)
-    engine.generators = ProjectGenerators(device, engine.events)
-    return engine
+    events = EventBus()
+    return Engine(store, generators=ProjectGenerators(device, events), events=events,
+                  max_concurrency=max_concurrency)

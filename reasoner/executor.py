@@ -5,7 +5,7 @@ How a run proceeds:
   moment its own producers are done; there are no lock-step rounds, so a
   slow branch never holds up an unrelated fast one.
 - A node's task loops over attempts: run the step (under the run's and the
-  engine's concurrency bounds and the step's timeout), coerce and check the
+  runtime's concurrency bounds and the step's timeout), coerce and check the
   output. A raised exception, a timeout, a pydantic ValidationError or a
   failed check is a failed attempt; the next attempt gets a new seed.
 - When a node's retries are spent, the executor backtracks: it picks the
@@ -13,10 +13,13 @@ How a run proceeds:
   below, within the run's backtrack budget. When nothing is left, the node
   fails, the nodes below it are skipped, and independent branches go on.
 - A success is committed to the store (its attempt row, and the rows of any
-  children it spawned) before any dependant starts, so a killed run resumes
-  exactly. Steps finishing in the same loop tick, in any run, share a commit.
+  children it spawned) before any dependant starts (`await store.synced()`),
+  so a killed run resumes exactly. Steps finishing in the same loop tick, in
+  any run, share a commit.
 All node tasks live in one TaskGroup owned by `Execution.execute`: a
 cancelled run cancels and awaits them all, and nothing outlives the run.
+The executor gets everything it uses from a `Runtime` (store, events,
+generators, limits) and walks a `CompiledPlan`; it never sees the Engine.
 """
 
 from __future__ import annotations
@@ -25,28 +28,76 @@ import asyncio
 import math
 import time
 import traceback
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import Any
 
 from pydantic import BaseModel
 
-from reasoner._exceptions import OutputError
+from reasoner._exceptions import GeneratorMissingError, OutputError, PlanChangedError
 from reasoner.checks import Result
 from reasoner.coherence import EdgeScore, score_edge
 from reasoner.context import Context, derive_seed
-from reasoner.plan import CTX, OUTPUT_NAMES, Binding, Plan, Step
+from reasoner.plan import CTX, OUTPUT_NAMES, Binding, CompiledPlan, Plan, Step, validate_input
 from reasoner.records import (
     AttemptRecord,
     BacktrackRecord,
     CheckRecord,
     NodeRecord,
+    PlanShape,
     RunRecord,
     Status,
 )
 from reasoner.run import Run, StepRun
+from reasoner.runtime import Runtime
 from reasoner.store import StoredRun, dump_output, load_output
 
-if TYPE_CHECKING:
-    from reasoner.engine import Engine
+
+def check_generators(plan: CompiledPlan, generators: Mapping[str, Any]) -> None:
+    """GeneratorMissingError, before anything runs, for a step that uses a generator not given."""
+    for step in [*plan.steps.values(), *plan.templates.values()]:
+        for name in step.options.uses:
+            if name not in generators:
+                known = ", ".join(sorted(generators)) or "none"
+                raise GeneratorMissingError(
+                    f"step {step.name!r} uses generator {name!r}, which this engine does "
+                    f"not have (it has: {known})"
+                )
+
+
+async def continue_run(runtime: Runtime, stored: StoredRun, plan: Plan) -> Run:
+    """Continue a stored run of `plan` to its end; a finished one is returned as it is.
+
+    PlanChangedError when the plan's graph for this input is not the run's.
+    """
+    record = stored.record
+    task = validate_input(plan, record.input)
+    compiled = plan.compile(task)
+    if record.shape is not None and compiled.shape != record.shape:
+        raise PlanChangedError(
+            f"run {record.run_id!r} cannot resume: plan {plan.name!r} has changed since it "
+            f"started ({_shape_change(record.shape, compiled.shape)}); start a new run"
+        )
+    execution = Execution(runtime, compiled, record, task, stored)
+    if record.status in ("succeeded", "failed"):
+        return execution.to_run()
+    check_generators(compiled, runtime.generators)
+    return await execution.execute()
+
+
+def _shape_change(old: PlanShape, new: PlanShape) -> str:
+    """The first difference between two graphs, in words."""
+    before, after = {s.name: s for s in old.steps}, {s.name: s for s in new.steps}
+    for name in before.keys() - after.keys():
+        return f"step {name!r} is gone"
+    for name in after.keys() - before.keys():
+        return f"step {name!r} is new"
+    for name, step in after.items():
+        if step != before[name]:
+            return (f"step {name!r} was {before[name].output} taking {before[name].takes}, "
+                    f"now {step.output} taking {step.takes}")
+    if old.templates != new.templates:
+        return f"templates were {old.templates}, now {new.templates}"
+    return f"input was {old.input}, now {new.input}"
 
 
 class _Node:
@@ -102,18 +153,18 @@ class Execution:
 
     def __init__(
         self,
-        engine: Engine,
-        plan: Plan,
+        runtime: Runtime,
+        plan: CompiledPlan,
         record: RunRecord,
         task: BaseModel,
         stored: StoredRun | None = None,
     ) -> None:
-        self.engine = engine
+        self.runtime = runtime
         self.plan = plan
         self.record = record
         self.input = task
-        self.store = engine.store
-        self.bus = engine.events
+        self.store = runtime.store
+        self.bus = runtime.events
         self.nodes: dict[str, _Node] = {}
         self.history: dict[str, list[AttemptRecord]] = {}
         self.backtracks: list[BacktrackRecord] = []
@@ -123,42 +174,36 @@ class Execution:
         limit = record.concurrency or plan.concurrency
         self._run_limit = asyncio.Semaphore(limit) if limit else None
         for name, step in plan.steps.items():
-            self.nodes[name] = _Node(name, step, plan.bindings(name), plan.producers(name),
-                                     plan.dependants(name))
+            self.nodes[name] = _Node(name, step, plan.bindings[name], plan.producers[name],
+                                     plan.dependants[name])
         if stored is not None:
             self._restore(stored)
 
+    @property
+    def templates(self) -> Mapping[str, Step]:
+        return self.plan.templates
+
     def _restore(self, stored: StoredRun) -> None:
         """Rebuild the live graph, statuses and outputs from what a store committed."""
-        for attempt in stored.attempts:
-            self.history.setdefault(attempt.record.node, []).append(attempt.record)
         self.backtracks = list(stored.backtracks)
         self.edges = list(stored.edges)
-        rows = sorted(stored.nodes.values(), key=lambda r: r.ordinal)
-        for row in rows:
-            if row.template is not None and row.parent is not None:
-                self._spawn(self.nodes[row.parent], self.plan.templates[row.template],
-                            row.name, _payload_type(self.plan.templates[row.template])
-                            .model_validate_json(row.payload or "{}"), row.generation)
+        for name, state in stored.states(list(self.plan.steps)).items():
+            row = state.row
+            if row.parent is not None:
+                template = self.plan.templates[row.template or ""]
+                payload = _payload_type(template).model_validate_json(row.payload or "{}")
+                self._spawn(self.nodes[row.parent], template, name, payload, row.generation)
                 self._ordinal = max(self._ordinal, row.ordinal)
-                self.nodes[row.name].ordinal = row.ordinal
-        for row in rows:
-            node = self.nodes[row.name]
-            node.generation = row.generation
-            if row.status in ("failed", "skipped"):
-                node.status = row.status
-        for attempt in stored.attempts:  # a succeeded attempt of the current generation stands
-            node = self.nodes.get(attempt.record.node)
-            if node is None or attempt.record.generation != node.generation:
-                continue
-            node.attempts += 1
-            if attempt.record.status == "succeeded":
-                node.status = "succeeded"
-                node.output = load_output(node.step.output, attempt.output or "{}", stored.blobs)
+            node = self.nodes[name]
+            node.generation, node.ordinal, node.attempts = row.generation, row.ordinal, state.current
+            node.status = state.status
+            if state.output is not None:
+                node.output = load_output(node.step.output, state.output, stored.blobs)
+            self.history[name] = state.attempts
 
     def _spawn(self, parent: _Node, template: Step, name: str, payload: BaseModel,
                generation: int) -> _Node:
-        child = _Node(name, template, self.plan.bindings(template.name), (), ())
+        child = _Node(name, template, self.plan.bindings[template.name], (), ())
         child.parent, child.payload, child.generation = parent.name, payload, generation
         self.nodes[name] = child
         parent.children.append(name)
@@ -242,23 +287,24 @@ class Execution:
         finally:
             self._tg = None
             self.store.commit()
-        if self.engine.score_edges:
+        if self.runtime.score_edges:
             self.edges = await self._score_edges()
             self.store.put_edges(self.record.run_id, self.edges)
         return self._finish()
 
     async def _score_edges(self) -> list[EdgeScore]:
         """Coherence of every edge whose ends both succeeded, measured concurrently."""
-        generators = self.engine.generators
-        if not self.plan.edges and not {"embedder", "classifier", "vae"} & set(generators):
+        generators, defaults = self.runtime.generators, self.runtime.edge_metrics
+        if not self.plan.edges and not defaults:
             return []  # no metric could apply
 
         async def one(producer: str, consumer: str) -> EdgeScore | None:
             a, b = self.nodes[producer].output, self.nodes[consumer].output
             if a is None or b is None:
                 return None
+            custom = self.plan.edges.get((producer, consumer))
             try:
-                found = await score_edge(generators, a, b, self.plan.edges.get((producer, consumer)))
+                found = await score_edge(generators, a, b, defaults if custom is None else (custom,))
             except Exception as exc:  # a metric's failure is reported, never the run's
                 return EdgeScore(producer=producer, consumer=consumer, metric="error", score=0.0,
                                  detail=f"{type(exc).__name__}: {exc}")
@@ -271,12 +317,17 @@ class Execution:
             return EdgeScore(producer=producer, consumer=consumer, metric=metric,
                              score=max(0.0, min(1.0, score)), detail=detail)
 
-        pairs = [(p, c) for c in self.plan.steps for p in self.plan.producers(c)]
+        pairs = [(p, c) for c in self.plan.steps for p in self.plan.producers[c]]
         scored = await asyncio.gather(*(one(p, c) for p, c in pairs))
         return [edge for edge in scored if edge is not None]
 
-    def _schedule(self, names: list[str] | tuple[str, ...]) -> None:
-        """Start every listed pending node whose producers are done; skip doomed ones."""
+    def _schedule(self, names: list[str] | tuple[str, ...], *, claim: bool = False) -> _Node | None:
+        """Start every listed pending node whose producers are done; skip doomed ones.
+
+        With `claim`, the first node to start is returned instead, to run next in the
+        calling node's task: a chain then costs no new task and no loop turn per step.
+        """
+        claimed = None
         for name in names:
             node = self.nodes.get(name)
             if node is None or node.status != "pending":
@@ -293,19 +344,31 @@ class Execution:
                 self._after(node)
             elif state == "ok":
                 node.status = "running"
-                assert self._tg is not None
-                node.task = self._tg.create_task(self._attempts(node, node.generation))
+                if claim and claimed is None:
+                    claimed, node.task = node, asyncio.current_task()
+                else:
+                    assert self._tg is not None
+                    node.task = self._tg.create_task(self._run(node))
+        return claimed
 
     def _mark(self, node: _Node, status: Status) -> None:
         node.status = status
         self.store.put_node(self.record.run_id, node.record())
 
-    def _after(self, node: _Node) -> None:
+    def _after(self, node: _Node, *, claim: bool = False) -> _Node | None:
         """A node changed state: look at whatever waits on it or on its spawn root."""
+        claimed, current = None, node
+        while current is not None:
+            found = self._schedule(current.dependants, claim=claim and claimed is None)
+            claimed = claimed or found
+            current = self.nodes[current.parent] if current.parent else None
+        return claimed
+
+    async def _run(self, node: _Node) -> None:
+        """A node's task: its attempts, then those of each node it hands the task on to."""
         current: _Node | None = node
         while current is not None:
-            self._schedule(current.dependants)
-            current = self.nodes[current.parent] if current.parent else None
+            current = await self._attempts(current, current.generation)
 
     def _kwargs(self, node: _Node) -> dict[str, Any]:
         kwargs: dict[str, Any] = {}
@@ -320,10 +383,10 @@ class Execution:
                 kwargs[b.param] = node.payload
         return kwargs
 
-    async def _attempts(self, node: _Node, generation: int) -> None:
-        """The attempt loop of one node in one generation."""
-        step, run_id, engine = node.step, self.record.run_id, self.engine
-        durable, bus = self.store.durable, self.bus
+    async def _attempts(self, node: _Node, generation: int) -> _Node | None:
+        """The attempt loop of one node in one generation; a node to run next, if it succeeded."""
+        step, run_id, runtime = node.step, self.record.run_id, self.runtime
+        durable, bus, shared = self.store.durable, self.bus, runtime.limit
         wants_ctx = node.wants_ctx
         kwargs = self._kwargs(node)
         if bus.active:
@@ -333,7 +396,7 @@ class Execution:
             attempt = node.attempts
             seed = derive_seed(self.record.seed, node.name, generation, attempt)
             ctx = (Context(run_id, step, node.name, seed, attempt, generation,
-                           engine.generators, self) if wants_ctx else None)
+                           runtime.generators, self) if wants_ctx else None)
             started, clock = time.time(), time.perf_counter()
             reached = _Reached()
             error = trace = None
@@ -341,7 +404,7 @@ class Execution:
             if self._run_limit is not None:
                 await self._run_limit.acquire()
             try:
-                await engine.limit.acquire()
+                await shared.acquire()
                 try:
                     if step.takes_ctx:
                         kwargs[CTX] = ctx
@@ -360,14 +423,14 @@ class Execution:
                         error = f"{type(exc).__name__}: {exc}"
                     trace = traceback.format_exc()
                 finally:
-                    engine.limit.release()
+                    shared.release()
             finally:
                 if self._run_limit is not None:
                     self._run_limit.release()
             output = reached.output if error is None else None
             checks = reached.checks
             if node.generation != generation or self.nodes.get(node.name) is not node:
-                return  # superseded by a backtrack while the step swallowed its cancellation
+                return None  # superseded by a backtrack while the step swallowed its cancellation
             passed = error is None and (not checks or all(c.passed for c in checks))
             text, blobs = None, {}
             if output is not None and durable:
@@ -390,14 +453,13 @@ class Execution:
                     spawned.ordinal = self._ordinal
                     self.store.put_node(run_id, spawned.record())
                 if durable:
-                    await engine.committed()  # durable before any dependant starts
-                self._succeeded(node, output)  # type: ignore[arg-type]
-                return
+                    await self.store.synced()  # durable before any dependant starts
+                return self._succeeded(node, output)  # type: ignore[arg-type]
             self.bus.emit("attempt_failed", run_id, node.name, attempt=attempt, seed=seed,
                           reason=record.reason)
             if attempt > step.options.retries:
                 self._exhausted(node, record.reason)
-                return
+                return None
             self.bus.emit("step_retried", run_id, node.name, attempt=attempt + 1)
 
     async def _attempt(self, node: _Node, kwargs: dict[str, Any], ctx: Context | None,
@@ -452,16 +514,19 @@ class Execution:
                           passed=record.passed, score=record.score, reason=record.reason)
 
     # -------------------------------------------------------------- outcomes
-    def _succeeded(self, node: _Node, output: BaseModel) -> None:
+    def _succeeded(self, node: _Node, output: BaseModel) -> _Node | None:
+        """Record the output and start what waits on it; one of those continues in this task."""
         node.output = output
         node.status = "succeeded"
         node.task = None
         if self.bus.active:
             self.bus.emit("step_succeeded", self.record.run_id, node.name, attempts=node.attempts)
+        claimed = None
         if node.children:
             self.bus.emit("spawned", self.record.run_id, node.name, children=list(node.children))
-            self._schedule(node.children)
-        self._after(node)
+            claimed = self._schedule(node.children, claim=True)
+        inherited = self._after(node, claim=claimed is None)
+        return claimed or inherited
 
     def _exhausted(self, node: _Node, reason: str) -> None:
         node.task = None
@@ -509,13 +574,15 @@ class Execution:
     # ------------------------------------------------------------------ result
     def _finish(self) -> Run:
         record = self.record
-        failed = sorted(
-            (n for n in self.nodes.values() if n.status == "failed" and n.step.options.required),
-            key=lambda n: self.history[n.name][-1].started_at,
-        )
+        failed, stuck = [], []
+        for node in self.nodes.values():
+            if node.status == "failed" and node.step.options.required:
+                failed.append(node)
+            elif node.status in ("pending", "running"):  # only a cancelled run ends this way
+                stuck.append(node.name)
+        failed.sort(key=lambda n: self.history[n.name][-1].started_at)
         errors = [f"step {n.name!r} failed: {self.history[n.name][-1].reason}" for n in failed]
-        stuck = [n.name for n in self.nodes.values() if n.status in ("pending", "running")]
-        if stuck:  # only a cancelled run ends this way
+        if stuck:
             errors.append(f"steps did not finish: {', '.join(stuck)}")
         record.status = "failed" if errors else "succeeded"
         record.error = errors[0] if errors else None

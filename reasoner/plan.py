@@ -1,13 +1,13 @@
-"""Plans: typed step graphs defined in Python.
+"""Plans: typed step graphs defined in Python, built here and compiled once per input.
 
-A `Plan` holds steps. A step is an async function whose parameters say what
-it depends on, the way pytest fixtures do: a parameter named after another
-step receives that step's output, a parameter annotated with the plan's
-input model receives the input, and `ctx` receives the step's `Context`.
-Every value that crosses an edge is a pydantic model, and the types must
-match: `validate()` compiles the plan into a networkx DiGraph and raises
+A `Plan` holds steps. A step is a function whose parameters say what it
+depends on, the way pytest fixtures do: a parameter named after another step
+receives that step's output, a parameter annotated with the plan's input model
+receives the input, and `ctx` receives the step's `Context`. Every value that
+crosses an edge is a pydantic model, and the types must match: each step is
+checked as it is added, and `compile()` checks the whole graph, raising
 `PlanError` naming the step and parameter for every mistake, before anything
-runs.
+runs. The result, a `CompiledPlan`, is immutable; the executor walks it.
 
 Plans sized by their task (N paragraphs, N digits) register a `planner`
 that adds steps for a given input; templates are steps that only exist when
@@ -22,13 +22,16 @@ import inspect
 import sys
 import types
 import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
+from pydantic_core import PydanticSerializationError
 
-from reasoner._exceptions import PlanError
+from reasoner._exceptions import InputError, PlanError
+from reasoner.records import PlanShape, StepShape
 
 if TYPE_CHECKING:
     import networkx as nx
@@ -187,7 +190,12 @@ def _type_name(tp: Any) -> str:
 
 
 class Plan:
-    """A named, typed step graph over one input model."""
+    """A plan under construction: a named, typed step graph over one input model.
+
+    Steps and templates are registered here (each is checked as it is added),
+    and `compile(input)` validates the whole graph and returns the immutable
+    `CompiledPlan` the executor walks, as LangGraph's `StateGraph.compile()` does.
+    """
 
     def __init__(
         self,
@@ -206,7 +214,7 @@ class Plan:
         self.description = (description or "").strip()
         self.max_backtracks = max_backtracks
         self.concurrency = concurrency
-        self.examples = list(examples)  # (request in words, input): how the planner learns a plan
+        self.examples = list(examples)  # (request in words, input): how the router learns a plan
         for request, value in self.examples:
             try:
                 input.model_validate(value)
@@ -218,10 +226,7 @@ class Plan:
         self.templates: dict[str, Step] = {}
         self.edges: dict[tuple[str, str], Callable[..., Any]] = {}  # custom coherence metrics
         self._planner: Callable[[Plan, Any], None] | None = None
-        self._bindings: dict[str, tuple[Binding, ...]] | None = None
-        self._dependants: dict[str, tuple[str, ...]] = {}
-        self._producers: dict[str, tuple[str, ...]] = {}
-        self._graph: nx.DiGraph | None = None
+        self._compiled: CompiledPlan | None = None  # the static graph, until a step is added
         self.module = sys._getframe(1).f_globals.get("__name__", "")  # for resume by reference
 
     # ---------------------------------------------------------------- building
@@ -251,17 +256,6 @@ class Plan:
 
         return register(fn) if fn is not None else register
 
-    def add_step(
-        self,
-        fn: Callable[..., Any],
-        *,
-        name: str | None = None,
-        inputs: dict[str, str | Sequence[str]] | None = None,
-        **options: Any,
-    ) -> Step:
-        """Add a step by code: planners call this with generated names and bindings."""
-        return self._add(_make_step(fn, name, StepOptions(**options), inputs, template=False))
-
     def template(
         self,
         fn: Callable[..., Any] | None = None,
@@ -275,22 +269,42 @@ class Plan:
         required: bool = True,
     ) -> Any:
         """Decorator for a step that only runs when spawned; it takes one payload model."""
-        options = StepOptions(retries, timeout, uses, backtrack, required)
 
         def register(fn: Callable[..., Any]) -> Step:
-            step = _make_step(fn, name, options, None, template=True)
+            return self.add_step(fn, name=name, template=True, retries=retries, timeout=timeout,
+                                 uses=uses, backtrack=backtrack, required=required)
+
+        return register(fn) if fn is not None else register
+
+    def add_step(
+        self,
+        fn: Callable[..., Any],
+        *,
+        name: str | None = None,
+        inputs: dict[str, str | Sequence[str]] | None = None,
+        template: bool = False,
+        **options: Any,
+    ) -> Step:
+        """Add a step (or a template) by code; every way of adding a step ends here."""
+        step = _make_step(fn, name, StepOptions(**options), inputs, template)
+        if step.name in self.steps or step.name in self.templates:
+            raise PlanError(f"plan {self.name!r}: duplicate step name {step.name!r}")
+        if template:
             payload = [p for p in step.annotations if p not in step.defaults]
             if len(payload) != 1:
                 raise PlanError(
                     f"template {step.name!r} must take exactly one payload parameter besides "
                     f"ctx, got {payload}"
                 )
-            if step.name in self.templates or step.name in self.steps:
-                raise PlanError(f"plan {self.name!r} already has a step named {step.name!r}")
             self.templates[step.name] = step
-            return step
-
-        return register(fn) if fn is not None else register
+        else:
+            # Catch a type mismatch with an already defined producer right here, at the line
+            # that introduces it; unknown names may still be defined later.
+            for binding in _bind(self, step, strict=False):
+                _check_types(self.steps, step, binding)
+            self.steps[step.name] = step
+        self._compiled = None
+        return step
 
     def edge(self, producer: str, consumer: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         """Declare how to score the edge producer -> consumer for coherence reports.
@@ -301,7 +315,7 @@ class Plan:
 
         def register(fn: Callable[..., Any]) -> Callable[..., Any]:
             self.edges[(producer, consumer)] = fn
-            self._graph = None
+            self._compiled = None
             return fn
 
         return register
@@ -309,197 +323,273 @@ class Plan:
     def planner(self, fn: Callable[[Plan, Any], None]) -> Callable[[Plan, Any], None]:
         """Register `fn(plan, task)`, which adds the steps a given input needs."""
         self._planner = fn
+        self._compiled = None
         return fn
 
-    def _add(self, step: Step) -> Step:
-        if step.name in self.steps or step.name in self.templates:
-            raise PlanError(f"plan {self.name!r}: duplicate step name {step.name!r}")
-        self.steps[step.name] = step
-        self._bindings = self._graph = None
-        # Catch a type mismatch with an already defined producer right here, at the line
-        # that introduces it; unknown names may still be defined later.
-        for binding in self._bind(step, strict=False):
-            self._check_types(step, binding)
-        return step
+    # --------------------------------------------------------------- compiling
+    def compile(self, input: BaseModel | None = None) -> CompiledPlan:
+        """Validate the graph and freeze it; with `input`, the planner's steps are added first.
 
-    def for_input(self, task: BaseModel) -> Plan:
-        """The concrete plan for one input: the planner's steps added, all validated."""
-        if self._planner is None:
-            self.validate()
-            return self
-        concrete = Plan.__new__(Plan)
-        concrete.__dict__.update(self.__dict__)
-        concrete.steps = dict(self.steps)
-        concrete.templates = dict(self.templates)
-        concrete.edges = dict(self.edges)
-        concrete._planner = None
-        concrete._bindings = concrete._graph = None
+        Raises PlanError naming the step and parameter for an unknown name, a bad
+        type or a cycle. Without a planner (or without `input`) the result is cached.
+        """
+        if self._planner is None or input is None:
+            if self._compiled is None:
+                self._compiled = _compile(self)
+            return self._compiled
+        concrete = Plan(self.name, self.input, max_backtracks=self.max_backtracks,
+                        concurrency=self.concurrency)
+        concrete.steps, concrete.templates = dict(self.steps), dict(self.templates)
+        concrete.edges, concrete.module = dict(self.edges), self.module
         try:
-            self._planner(concrete, task)
+            self._planner(concrete, input)
         except PlanError:
             raise
         except Exception as exc:
             raise PlanError(f"plan {self.name!r}: planner failed for this input: {exc}") from exc
-        concrete.validate()
-        return concrete
+        return _compile(concrete)
 
-    # -------------------------------------------------------------- validation
-    def _bind(self, step: Step, *, strict: bool) -> list[Binding]:
-        bindings: list[Binding] = []
-        for param, annotation in step.annotations.items():
-            explicit = step.inputs.get(param)
-            if isinstance(explicit, tuple):
-                bindings.append(Binding(param, "steps", explicit))
-            elif explicit is not None:
-                bindings.append(Binding(param, "step", explicit))
-            elif step.template and param not in step.defaults:
-                bindings.append(Binding(param, "payload"))
-            elif param in self.steps:
-                bindings.append(Binding(param, "step", param))
-            elif isinstance(annotation, type) and issubclass(self.input, annotation):
-                bindings.append(Binding(param, "input"))
-            elif param in step.defaults:
-                bindings.append(Binding(param, "default"))
-            elif strict:
-                known = sorted(self.steps)
-                close = difflib.get_close_matches(param, known, n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else ""
-                raise PlanError(
-                    f"step {step.name!r}: parameter {param!r} names no step and its type "
-                    f"{_type_name(annotation)} is not the plan input {self.input.__name__}"
-                    f"{hint} (steps: {', '.join(known)})"
-                )
-        return bindings
-
-    def _check_types(self, step: Step, binding: Binding) -> None:
-        refs = (binding.ref,) if binding.source == "step" else binding.ref
-        if binding.source not in ("step", "steps"):
-            return
-        expected = step.annotations[binding.param]
-        if binding.source == "steps":
-            args = typing.get_args(expected)
-            if typing.get_origin(expected) not in (list, Sequence) or len(args) != 1:
-                raise PlanError(
-                    f"step {step.name!r}: parameter {binding.param!r} binds several steps, so "
-                    f"annotate it list[Model], not {_type_name(expected)}"
-                )
-            expected = args[0]
-        accepted = [a for a in typing.get_args(expected) if a is not type(None)] or [expected]
-        if typing.get_origin(expected) not in (typing.Union, types.UnionType):
-            accepted = [expected]
-        for ref in refs:
-            producer = self.steps.get(ref)
-            if producer is None:
-                continue
-            if not any(isinstance(a, type) and issubclass(producer.output, a) for a in accepted):
-                raise PlanError(
-                    f"step {step.name!r}: parameter {binding.param!r} expects "
-                    f"{_type_name(expected)} but step {ref!r} returns "
-                    f"{producer.output.__name__}; annotate it {producer.output.__name__}"
-                )
-
-    def validate(self) -> nx.DiGraph:
-        """Compile to a DiGraph, raising PlanError for any unknown name, bad type or cycle."""
-        if self._graph is not None:
-            return self._graph
-        import networkx as nx
-
-        if not self.steps:
-            raise PlanError(f"plan {self.name!r} has no steps")
-        graph = nx.DiGraph(name=self.name)
-        bindings: dict[str, tuple[Binding, ...]] = {}
-        for step in self.steps.values():
-            graph.add_node(step.name)
-        for step in list(self.steps.values()) + list(self.templates.values()):
-            step_bindings = self._bind(step, strict=True)
-            for binding in step_bindings:
-                refs = (binding.ref,) if binding.source == "step" else binding.ref
-                if binding.source in ("step", "steps"):
-                    for ref in refs:
-                        if ref not in self.steps:
-                            raise PlanError(
-                                f"step {step.name!r}: parameter {binding.param!r} names unknown "
-                                f"step {ref!r} (steps: {', '.join(sorted(self.steps))})"
-                            )
-                    self._check_types(step, binding)
-                    if not step.template:
-                        for ref in refs:
-                            graph.add_edge(ref, step.name, param=binding.param)
-            bindings[step.name] = tuple(step_bindings)
-        for step in self.steps.values():
-            for name in step.options.uses:
-                if not name.isidentifier():
-                    raise PlanError(f"step {step.name!r}: uses names {name!r}, not an identifier")
-        for producer, consumer in self.edges:
-            if not graph.has_edge(producer, consumer):
-                raise PlanError(
-                    f"plan {self.name!r} declares a metric for edge {producer!r} -> {consumer!r}, "
-                    f"but {consumer!r} does not take {producer!r}"
-                )
-        try:
-            cycle = nx.find_cycle(graph)
-        except nx.NetworkXNoCycle:
-            cycle = None
-        if cycle:
-            path = " -> ".join([edge[0] for edge in cycle] + [cycle[0][0]])
-            raise PlanError(f"plan {self.name!r} has a cycle: {path}")
-        self._bindings = bindings
-        self._dependants = {name: tuple(graph.successors(name)) for name in graph.nodes}
-        self._producers = {name: tuple(dict.fromkeys(graph.predecessors(name))) for name in graph.nodes}
-        self._graph = graph
-        return graph
-
-    @property
-    def graph(self) -> nx.DiGraph:
-        return self.validate()
-
-    def bindings(self, step: str) -> tuple[Binding, ...]:
-        self.validate()
-        assert self._bindings is not None
-        return self._bindings[step]
-
-    def dependants(self, step: str) -> tuple[str, ...]:
-        """The steps that take `step`'s output, in the order they were added."""
-        self.validate()
-        return self._dependants[step]
-
-    def producers(self, step: str) -> tuple[str, ...]:
-        """The steps whose outputs `step` takes."""
-        self.validate()
-        return self._producers[step]
-
-    # ------------------------------------------------------------- rendering
     def mermaid(self) -> str:
-        lines = ["flowchart TD", f"    input([{self.input.__name__}])"]
-        graph = self.validate()
-        for name in graph.nodes:
-            step = self.steps[name]
-            lines.append(f"    {_node_id(name)}[\"{name}: {step.output.__name__}\"]")
-            if any(b.source == "input" for b in self.bindings(name)):
-                lines.append(f"    input --> {_node_id(name)}")
-        for src, dst, data in graph.edges(data=True):
-            lines.append(f"    {_node_id(src)} -->|{data['param']}| {_node_id(dst)}")
-        for template in self.templates.values():
-            lines.append(f"    {_node_id(template.name)}{{{{\"{template.name}*: spawned\"}}}}")
-        return "\n".join(lines) + "\n"
+        return self.compile().mermaid()
 
     def dot(self) -> str:
-        graph = self.validate()
-        lines = [f'digraph "{self.name}" {{', "    rankdir=TB;", "    input [shape=oval];"]
-        for name in graph.nodes:
-            label = f"{name}\\n{self.steps[name].output.__name__}"
-            lines.append(f'    "{name}" [shape=box, label="{label}"];')
-            if any(b.source == "input" for b in self.bindings(name)):
-                lines.append(f'    input -> "{name}";')
-        for src, dst, data in graph.edges(data=True):
-            lines.append(f'    "{src}" -> "{dst}" [label="{data["param"]}"];')
-        lines.append("}")
-        return "\n".join(lines) + "\n"
+        return self.compile().dot()
 
     def __repr__(self) -> str:
         return f"<Plan {self.name} ({len(self.steps)} steps) on {self.input.__name__}>"
 
 
+@dataclass(frozen=True, eq=False)
+class CompiledPlan:
+    """A validated, immutable step graph for one input: what the executor walks.
+
+    `bindings`, `producers` and `dependants` are keyed by step name (bindings
+    also by template name); producers and dependants keep the order steps were added.
+    """
+
+    name: str
+    input: type[BaseModel]
+    module: str
+    max_backtracks: int
+    concurrency: int | None
+    steps: Mapping[str, Step]
+    templates: Mapping[str, Step]
+    edges: Mapping[tuple[str, str], Callable[..., Any]]
+    bindings: Mapping[str, tuple[Binding, ...]]
+    producers: Mapping[str, tuple[str, ...]]
+    dependants: Mapping[str, tuple[str, ...]]
+
+    @functools.cached_property
+    def graph(self) -> nx.DiGraph:
+        """The step graph as a networkx DiGraph; each edge carries the parameter it feeds."""
+        import networkx as nx
+
+        graph = nx.DiGraph(name=self.name)
+        graph.add_nodes_from(self.steps)
+        for name in self.steps:
+            for binding in self.bindings[name]:
+                for ref in _refs(binding):
+                    graph.add_edge(ref, name, param=binding.param)
+        return graph
+
+    @functools.cached_property
+    def shape(self) -> PlanShape:
+        """What a stored run keeps of its plan, so it can be shown without importing it."""
+        return PlanShape(
+            input=self.input.__name__,
+            steps=[StepShape(name=name, output=step.output.__name__, takes=list(self.producers[name]))
+                   for name, step in self.steps.items()],
+            templates={name: step.output.__name__ for name, step in self.templates.items()},
+        )
+
+    def mermaid(self) -> str:
+        lines = ["flowchart TD", f"    input([{self.input.__name__}])"]
+        for name, step in self.steps.items():
+            lines.append(f"    {_node_id(name)}[\"{name}: {step.output.__name__}\"]")
+            if any(b.source == "input" for b in self.bindings[name]):
+                lines.append(f"    input --> {_node_id(name)}")
+        for src, dst, param in self.graph.edges(data="param"):
+            lines.append(f"    {_node_id(src)} -->|{param}| {_node_id(dst)}")
+        for template in self.templates.values():
+            lines.append(f"    {_node_id(template.name)}{{{{\"{template.name}*: spawned\"}}}}")
+        return "\n".join(lines) + "\n"
+
+    def dot(self) -> str:
+        lines = [f'digraph "{self.name}" {{', "    rankdir=TB;", "    input [shape=oval];"]
+        for name, step in self.steps.items():
+            lines.append(f'    "{name}" [shape=box, label="{name}\\n{step.output.__name__}"];')
+            if any(b.source == "input" for b in self.bindings[name]):
+                lines.append(f'    input -> "{name}";')
+        for src, dst, param in self.graph.edges(data="param"):
+            lines.append(f'    "{src}" -> "{dst}" [label="{param}"];')
+        lines.append("}")
+        return "\n".join(lines) + "\n"
+
+    def __repr__(self) -> str:
+        return f"<CompiledPlan {self.name} ({len(self.steps)} steps) on {self.input.__name__}>"
+
+
+# ------------------------------------------------------------------ validation
+def _refs(binding: Binding) -> tuple[str, ...]:
+    """The producer steps a binding reads from (none for input, payload, default)."""
+    if binding.source == "step":
+        return (binding.ref,)  # type: ignore[return-value]
+    return binding.ref if binding.source == "steps" else ()  # type: ignore[return-value]
+
+
+def _bind(plan: Plan, step: Step, *, strict: bool) -> list[Binding]:
+    bindings: list[Binding] = []
+    for param, annotation in step.annotations.items():
+        explicit = step.inputs.get(param)
+        if isinstance(explicit, tuple):
+            bindings.append(Binding(param, "steps", explicit))
+        elif explicit is not None:
+            bindings.append(Binding(param, "step", explicit))
+        elif step.template and param not in step.defaults:
+            bindings.append(Binding(param, "payload"))
+        elif param in plan.steps:
+            bindings.append(Binding(param, "step", param))
+        elif isinstance(annotation, type) and issubclass(plan.input, annotation):
+            bindings.append(Binding(param, "input"))
+        elif param in step.defaults:
+            bindings.append(Binding(param, "default"))
+        elif strict:
+            known = sorted(plan.steps)
+            close = difflib.get_close_matches(param, known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise PlanError(
+                f"step {step.name!r}: parameter {param!r} names no step and its type "
+                f"{_type_name(annotation)} is not the plan input {plan.input.__name__}"
+                f"{hint} (steps: {', '.join(known)})"
+            )
+    return bindings
+
+
+def _check_types(steps: Mapping[str, Step], step: Step, binding: Binding) -> None:
+    if binding.source not in ("step", "steps"):
+        return
+    expected = step.annotations[binding.param]
+    if binding.source == "steps":
+        args = typing.get_args(expected)
+        if typing.get_origin(expected) not in (list, Sequence) or len(args) != 1:
+            raise PlanError(
+                f"step {step.name!r}: parameter {binding.param!r} binds several steps, so "
+                f"annotate it list[Model], not {_type_name(expected)}"
+            )
+        expected = args[0]
+    accepted = [a for a in typing.get_args(expected) if a is not type(None)] or [expected]
+    if typing.get_origin(expected) not in (typing.Union, types.UnionType):
+        accepted = [expected]
+    for ref in _refs(binding):
+        producer = steps.get(ref)
+        if producer is None:
+            continue
+        if not any(isinstance(a, type) and issubclass(producer.output, a) for a in accepted):
+            raise PlanError(
+                f"step {step.name!r}: parameter {binding.param!r} expects "
+                f"{_type_name(expected)} but step {ref!r} returns "
+                f"{producer.output.__name__}; annotate it {producer.output.__name__}"
+            )
+
+
+def _compile(plan: Plan) -> CompiledPlan:
+    """Bind every parameter, check every type, find cycles: the whole plan or a PlanError."""
+    if not plan.steps:
+        raise PlanError(f"plan {plan.name!r} has no steps")
+    bindings: dict[str, tuple[Binding, ...]] = {}
+    producers: dict[str, list[str]] = {name: [] for name in plan.steps}
+    dependants: dict[str, list[str]] = {name: [] for name in plan.steps}
+    for step in [*plan.steps.values(), *plan.templates.values()]:
+        bindings[step.name] = tuple(_bind(plan, step, strict=True))
+        for binding in bindings[step.name]:
+            for ref in _refs(binding):
+                if ref not in plan.steps:
+                    raise PlanError(
+                        f"step {step.name!r}: parameter {binding.param!r} names unknown "
+                        f"step {ref!r} (steps: {', '.join(sorted(plan.steps))})"
+                    )
+                if not step.template and ref not in producers[step.name]:
+                    producers[step.name].append(ref)
+                    dependants[ref].append(step.name)
+            _check_types(plan.steps, step, binding)
+        for name in step.options.uses:
+            if not name.isidentifier():
+                raise PlanError(f"step {step.name!r}: uses names {name!r}, not an identifier")
+    for producer, consumer in plan.edges:
+        if producer not in producers.get(consumer, ()):
+            raise PlanError(
+                f"plan {plan.name!r} declares a metric for edge {producer!r} -> {consumer!r}, "
+                f"but {consumer!r} does not take {producer!r}"
+            )
+    cycle = _find_cycle(producers)
+    if cycle:
+        raise PlanError(f"plan {plan.name!r} has a cycle: {' -> '.join(cycle)}")
+    return CompiledPlan(
+        name=plan.name, input=plan.input, module=plan.module,
+        max_backtracks=plan.max_backtracks, concurrency=plan.concurrency,
+        steps=MappingProxyType(dict(plan.steps)), templates=MappingProxyType(dict(plan.templates)),
+        edges=MappingProxyType(dict(plan.edges)), bindings=MappingProxyType(bindings),
+        producers=MappingProxyType({k: tuple(v) for k, v in producers.items()}),
+        dependants=MappingProxyType({k: tuple(v) for k, v in dependants.items()}),
+    )
+
+
+def _find_cycle(producers: Mapping[str, list[str]]) -> list[str]:
+    """A cycle as [a, b, ..., a] (a takes from b, ...), or [] when the graph is acyclic."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(name: str) -> list[str]:
+        state[name] = 1
+        path.append(name)
+        for producer in producers[name]:
+            if state.get(producer) == 1:
+                cycle = path[path.index(producer):]
+                return [*reversed(cycle), cycle[-1]]
+            if producer not in state and (found := visit(producer)):
+                return found
+        path.pop()
+        state[name] = 2
+        return []
+
+    for name in producers:
+        if name not in state and (found := visit(name)):
+            return found
+    return []
+
+
+def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
+    """One line per problem, each naming the field path, as users read them."""
+    lines = []
+    for error in exc.errors():
+        path = ".".join(str(part) for part in error["loc"]) or "(input)"
+        lines.append(f"{prefix}field {path!r}: {error['msg']}")
+    return "; ".join(lines)
+
+
+def validate_input(plan: Plan | CompiledPlan, value: Any) -> BaseModel:
+    """The plan's input model from a model, dict or JSON string; InputError names the field."""
+    try:
+        if isinstance(value, plan.input):
+            task = value
+        elif isinstance(value, str | bytes):
+            task = plan.input.model_validate_json(value)
+        else:
+            if isinstance(value, BaseModel):
+                value = value.model_dump()
+            task = plan.input.model_validate(value)
+        task.model_dump_json()  # what the store will write must be writable
+    except ValidationError as exc:
+        raise InputError(
+            f"invalid input for plan {plan.name!r}: {format_validation_error(exc)}"
+        ) from exc
+    except (PydanticSerializationError, UnicodeError) as exc:
+        raise InputError(
+            f"invalid input for plan {plan.name!r}: it cannot be stored as JSON ({exc}); "
+            "a lone surrogate character is the usual cause"
+        ) from exc
+    return task
+
+
 def _node_id(name: str) -> str:
     return "".join(ch if ch.isalnum() else "_" for ch in name)
-

@@ -1,4 +1,4 @@
-"""The records a run leaves behind: runs, step nodes, attempts, backtracks.
+"""The records a run leaves behind: runs, their graphs, step nodes, attempts, backtracks.
 
 These pydantic models are what the store writes and reads, what `Run`
 exposes, and what `--json` prints. Step outputs are not in them: each output
@@ -95,10 +95,25 @@ class BacktrackRecord(BaseModel):
     at: float
 
 
+class StepShape(BaseModel):
+    name: str
+    output: str  # the output model's class name
+    takes: list[str] = []  # the steps whose outputs it takes, in order
+
+
+class PlanShape(BaseModel):
+    """The compiled graph of a run, kept with it: enough to show the run without its plan."""
+
+    input: str  # the input model's class name
+    steps: list[StepShape]
+    templates: dict[str, str] = {}  # template name -> output model's class name
+
+
 class RunRecord(BaseModel):
     run_id: str
     plan: str
     plan_ref: str | None = None  # registry name or "module:attribute", for resume
+    shape: PlanShape | None = None  # None only in runs stored before shapes were kept
     status: Status = "running"
     seed: int = 0
     input: str  # input model JSON

@@ -1,46 +1,48 @@
-"""Finding plans by name: the `plans` package, or any `module.path:attribute`.
+"""Finding plans by name in plan packages, or by any `module.path:attribute`.
 
-A module in the `plans` package named `verified_digits` registers the plan
-`verified-digits` by exposing a `plan` attribute. Runs store the reference
-they were started with, so `resume` can find the plan again.
+A module `verified_digits` of a plan package (this project's: `plans`, named in
+`reasoner.project`) registers the plan `verified-digits` by exposing a `plan`
+attribute; modules whose names start with `_` are skipped. Runs store the
+reference they were started with, so `resume` can find the plan again.
 """
 
 from __future__ import annotations
 
 import importlib
 import pkgutil
+from collections.abc import Sequence
 from types import ModuleType
 from typing import TYPE_CHECKING
 
 from reasoner._exceptions import UnknownPlanError
+from reasoner.project import PLAN_PACKAGES
 
 if TYPE_CHECKING:
+    from reasoner.plan import CompiledPlan, Plan
+
+
+def known_plans(packages: Sequence[str] = PLAN_PACKAGES) -> dict[str, Plan]:
+    """Every plan in the plan packages, by name."""
     from reasoner.plan import Plan
 
-PLANS_PACKAGE = "plans"
-
-
-def known_plans() -> dict[str, Plan]:
-    """Every plan in the `plans` package, by name."""
-    from reasoner.plan import Plan
-
-    try:
-        package = importlib.import_module(PLANS_PACKAGE)
-    except ImportError:
-        return {}
     found: dict[str, Plan] = {}
-    for info in pkgutil.iter_modules(package.__path__):
-        if info.name.startswith("_"):
+    for package_name in packages:
+        try:
+            package = importlib.import_module(package_name)
+        except ImportError:
             continue
-        module = _import(f"{PLANS_PACKAGE}.{info.name}", info.name.replace("_", "-"))
-        plan = getattr(module, "plan", None)
-        if isinstance(plan, Plan):
-            found[plan.name] = plan
+        for info in pkgutil.iter_modules(package.__path__):
+            if info.name.startswith("_"):
+                continue
+            module = _import(f"{package_name}.{info.name}", info.name.replace("_", "-"))
+            plan = getattr(module, "plan", None)
+            if isinstance(plan, Plan):
+                found.setdefault(plan.name, plan)
     return found
 
 
 def load_plan(ref: str) -> Plan:
-    """Resolve a plan name from the `plans` package, or `module:attribute`."""
+    """Resolve a plan name from the plan packages, or `module:attribute`."""
     from reasoner.plan import Plan
 
     if ":" in ref:
@@ -83,9 +85,10 @@ def _import(module_name: str, ref: str) -> ModuleType:
         ) from exc
 
 
-def plan_ref(plan: Plan) -> str | None:
+def plan_ref(plan: Plan | CompiledPlan) -> str | None:
     """How to find `plan` again from another process, or None for an unimportable one."""
-    if plan.module == f"{PLANS_PACKAGE}.{plan.name.replace('-', '_')}":
+    package, _, module = plan.module.rpartition(".")
+    if package in PLAN_PACKAGES and module == plan.name.replace("-", "_"):
         return plan.name
     if not plan.module or plan.module == "__main__":
         return None

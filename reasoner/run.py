@@ -3,16 +3,30 @@
 A run keeps every step's status, output and full attempt history (seeds,
 check verdicts, errors with tracebacks, timings), and the backtracking
 decisions taken. `to_json()` is the shape `reasoner ... --json` prints.
+
+`read_run` rebuilds a Run from a store without importing its plan: the run's
+record keeps its graph (`PlanShape`), and each output is read into a model
+made from the stored JSON itself, named like the step's output model, with
+image and array fields decoded. Given the plan, outputs are its own models.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
+from pydantic import BaseModel, ConfigDict, create_model
+
+from reasoner.arrays import BLOB_KEY, Array, Image
 from reasoner.coherence import Coherence, EdgeScore, StepScore, summarize
 from reasoner.records import AttemptRecord, BacktrackRecord, CheckRecord, Status
+
+if TYPE_CHECKING:
+    from reasoner.plan import CompiledPlan
+    from reasoner.store import StoredRun
 
 
 @dataclass
@@ -121,6 +135,16 @@ class Run:
         })
 
 
+def excerpt(output: BaseModel | None, limit: int = 160) -> str:
+    """A step output in one short line: arrays by dtype and shape, long text cut."""
+    if output is None:
+        return "(no output)"
+    text = json.dumps(output.model_dump(), default=lambda value: (
+        f"<{value.dtype} array {'x'.join(map(str, value.shape))}>" if hasattr(value, "shape")
+        else str(value)))
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def finite_json(value: Any) -> Any:
     """`value` with each non-finite float replaced by "NaN", "Infinity" or "-Infinity"."""
     if isinstance(value, float):
@@ -132,3 +156,90 @@ def finite_json(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [finite_json(item) for item in value]
     return value
+
+
+# ----------------------------------------------------------- reading a stored run
+def read_run(stored: StoredRun, plan: CompiledPlan | None = None) -> Run:
+    """The Run a store's record describes; never imports user code when `plan` is None."""
+    record, shape = stored.record, stored.record.shape
+    if plan is not None:
+        task: BaseModel = plan.input.model_validate_json(record.input)
+        static = list(plan.steps)
+        links = [(p, name) for name in plan.steps for p in plan.producers[name]]
+        outputs = {name: step.output for name, step in plan.steps.items()}
+        templates = {name: step.output for name, step in plan.templates.items()}
+    else:
+        task = _untyped("Input" if shape is None else shape.input, record.input, stored)
+        static = [s.name for s in shape.steps] if shape is not None else _static_names(stored)
+        links = [(p, s.name) for s in shape.steps for p in s.takes] if shape is not None else []
+        outputs, templates = {}, {}
+    states = stored.states(static)
+    runs: dict[str, StepRun] = {}
+    for name, state in states.items():
+        row = state.row
+        model = (templates.get(row.template or "") if row.parent else outputs.get(name))
+        output = None
+        if state.output is not None:
+            if model is not None:
+                output = model.model_validate_json(state.output, context={"blobs": stored.blobs})
+            else:
+                kind = _output_name(shape, row.template if row.parent else name, row.parent)
+                output = _untyped(kind, state.output, stored)
+        runs[name] = StepRun(name, state.status, row.generation, state.attempts, output,
+                             row.template if row.parent else None, row.parent)
+    links += [(r.parent, name) for name, r in ((n, s.row) for n, s in states.items()) if r.parent]
+    return Run(record.run_id, record.plan, record.status, record.seed, task, runs,
+               list(stored.backtracks), record.created_at, record.error, record.finished_at,
+               list(stored.edges), links)
+
+
+def _static_names(stored: StoredRun) -> list[str]:
+    """A run stored before graphs were kept: its steps in the order they first ran."""
+    names = dict.fromkeys(a.record.node for a in stored.attempts)
+    names.update(dict.fromkeys(stored.nodes))
+    return [n for n in names if n not in stored.nodes or stored.nodes[n].parent is None]
+
+
+def _output_name(shape: Any, step: str | None, parent: str | None) -> str:
+    if shape is None or step is None:
+        return "Output"
+    if parent is not None:
+        return str(shape.templates.get(step, "Output"))
+    return next((s.output for s in shape.steps if s.name == step), "Output")
+
+
+def _untyped(name: str, text: str, stored: StoredRun) -> BaseModel:
+    """A stored JSON object as a frozen model named `name`; blob fields become arrays again."""
+    data = json.loads(text)
+    if not isinstance(data, dict):
+        data = {"value": data}
+    kinds = tuple((key, _field_kind(value, stored.blob_kinds)) for key, value in data.items())
+    model = _model(name if name.isidentifier() else "Output", kinds)
+    return model.model_validate(data, context={"blobs": stored.blobs})
+
+
+def _field_kind(value: Any, blob_kinds: dict[str, str]) -> str:
+    """"image", "array", "images", "arrays" for blob references (by what was stored), else "any"."""
+
+    def blob(item: Any) -> str | None:
+        if isinstance(item, dict) and len(item) == 1 and BLOB_KEY in item:
+            return "image" if blob_kinds.get(item[BLOB_KEY]) == "png" else "array"
+        return None
+
+    if isinstance(value, list) and value and all(blob(v) for v in value):
+        return f"{blob(value[0])}s"
+    return blob(value) or "any"
+
+
+_TYPES: dict[str, Any] = {"image": Image, "array": Array, "images": list[Image],
+                          "arrays": list[Array], "any": Any}
+
+
+@cache
+def _model(name: str, kinds: tuple[tuple[str, str], ...]) -> type[BaseModel]:
+    config = ConfigDict(frozen=True, arbitrary_types_allowed=True, protected_namespaces=(),
+                        extra="allow", ser_json_inf_nan="strings")
+    fields: dict[str, Any] = {key: (_TYPES[kind], ...) for key, kind in kinds
+                              if key.isidentifier() and not hasattr(BaseModel, key)}
+    return create_model(name, __config__=config, **fields)  # other keys stay, as extras
+

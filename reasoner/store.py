@@ -9,18 +9,22 @@ What is stored, and why this shape:
 - `backtracks`: each decision to regenerate an upstream step.
 - `edges`: each edge's coherence score, measured when the run ends.
 Nothing is a full-state snapshot: a step's commit writes its own rows only.
-The executor commits a finished step before its dependants start, so a run
-killed at any point resumes from exactly what was committed.
+The executor awaits `store.synced()` after a finished step's writes, before its
+dependants start, so a run killed at any point resumes from exactly what was
+committed; every step that finishes in the same loop tick, in any run, shares
+that commit.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
 import sqlite3
 import time
 import uuid
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -130,6 +134,22 @@ class StoredAttempt:
 
 
 @dataclass
+class NodeState:
+    """Where one node of a stored run stands: its row, its attempts, its standing output."""
+
+    row: NodeRecord
+    attempts: list[AttemptRecord]  # every generation's, in order
+    current: int  # how many of them belong to the current generation
+    output: str | None  # the JSON of the current generation's succeeded attempt
+
+    @property
+    def status(self) -> Status:
+        if self.row.status in ("failed", "skipped"):
+            return self.row.status
+        return "succeeded" if self.output is not None else "pending"
+
+
+@dataclass
 class StoredRun:
     """Everything a store holds about one run, enough to show or resume it."""
 
@@ -139,6 +159,29 @@ class StoredRun:
     backtracks: list[BacktrackRecord]
     edges: list[EdgeScore] = field(default_factory=list)
     blobs: dict[str, Any] = field(default_factory=dict)  # key -> decoded array
+    blob_kinds: dict[str, str] = field(default_factory=dict)  # key -> "png" or "npy"
+
+    def states(self, static: Sequence[str]) -> dict[str, NodeState]:
+        """Every node by name: the plan's `static` steps in order, then spawned ones as spawned.
+
+        A static step without a row has not failed, been skipped or been reset;
+        a succeeded attempt of a node's current generation stands for it.
+        """
+        rows = {name: self.nodes.get(name) or NodeRecord(name=name) for name in static}
+        spawned = sorted((r for r in self.nodes.values() if r.parent is not None),
+                         key=lambda r: r.ordinal)
+        rows.update((r.name, r) for r in spawned)
+        states = {name: NodeState(row, [], 0, None) for name, row in rows.items()}
+        for attempt in self.attempts:
+            state = states.get(attempt.record.node)
+            if state is None:  # a node a backtrack removed
+                continue
+            state.attempts.append(attempt.record)
+            if attempt.record.generation == state.row.generation:
+                state.current += 1
+                if attempt.record.status == "succeeded":
+                    state.output = attempt.output or "{}"
+        return states
 
 
 @dataclass
@@ -156,6 +199,38 @@ class Store:
 
     durable = False
     lease_ttl = LEASE_TTL
+    _tick: asyncio.Future[list[Awaitable[None]]] | None = None
+
+    async def synced(self) -> None:
+        """Return once everything written so far is committed.
+
+        The commit runs at the end of the current loop tick, so every step that
+        finished in that tick, in any run, shares one commit. A store whose
+        commit completes elsewhere (the Ray store actor) hands back what to
+        await for it from `_commit_tick`.
+        """
+        if self._tick is None:
+            loop = asyncio.get_running_loop()
+            self._tick = loop.create_future()
+            loop.call_soon(self._end_tick)
+        landed = await asyncio.shield(self._tick)  # one waiter's cancellation spares the rest
+        for pending in landed:
+            await pending
+
+    def _end_tick(self) -> None:
+        future, self._tick = self._tick, None
+        assert future is not None
+        try:
+            landed = self._commit_tick()
+        except Exception as exc:
+            future.set_exception(StoreError(f"cannot commit to the store: {exc}"))
+        else:
+            future.set_result(landed)
+
+    def _commit_tick(self) -> list[Awaitable[None]]:
+        """Commit this tick's writes; what to await until they are durable (here: nothing)."""
+        self.commit()
+        return []
 
     def create_run(self, record: RunRecord, lease: Holder | None = None) -> None: ...
     def update_run(self, record: RunRecord) -> None: ...
@@ -422,13 +497,13 @@ class SQLiteStore(Store):
         for attempt in attempts:
             if attempt.output and BLOB_KEY in attempt.output:
                 _blob_keys(json.loads(attempt.output), keys)
-        blobs = {}
+        blobs, kinds = {}, {}
         for key in keys:
             blob = self._db.execute("SELECT kind, data FROM blobs WHERE key=?", (key,)).fetchone()
             if blob is not None:
-                blobs[key] = decode_blob(blob[0], blob[1])
+                blobs[key], kinds[key] = decode_blob(blob[0], blob[1]), blob[0]
         return StoredRun(
-            RunRecord.model_validate_json(row[0]), nodes, attempts, backtracks, edges, blobs
+            RunRecord.model_validate_json(row[0]), nodes, attempts, backtracks, edges, blobs, kinds
         )
 
     def runs(self, plan: str | None = None, status: Status | None = None) -> list[RunRecord]:

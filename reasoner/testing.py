@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel
 
+from reasoner.handles import HANDLES, ProjectHandles, Prompt
 from reasoner.run import Run
 
 # Seven segments (a top, b top-right, c bottom-right, d bottom, e bottom-left, f top-left,
@@ -65,7 +66,7 @@ class FakeGeneration:
     finish_reason: str = "stop"
 
 
-def _prompt_text(prompt: str | Sequence[dict[str, str]]) -> str:
+def _prompt_text(prompt: Prompt) -> str:
     if isinstance(prompt, str):
         return prompt
     return "\n".join(message["content"] for message in prompt)
@@ -80,7 +81,7 @@ class FakeLM:
 
     async def generate(
         self,
-        prompt: str | Sequence[dict[str, str]],
+        prompt: Prompt,
         *,
         max_new_tokens: int = 64,
         temperature: float = 0.7,
@@ -105,9 +106,7 @@ class FakeLM:
             schema.model_validate_json(reply)
         return FakeGeneration(reply, len(text.split()), min(len(words), max_new_tokens), reason)
 
-    async def score(
-        self, prompt: str | Sequence[dict[str, str]], continuations: Sequence[str]
-    ) -> list[float]:
+    async def score(self, prompt: Prompt, continuations: Sequence[str]) -> list[float]:
         await _tick()
         vocabulary = set(re.findall(r"\w+", _prompt_text(prompt).lower()))
         return [
@@ -213,20 +212,20 @@ class FakeEmbedder:
         return float(vectors[0] @ vectors[1])
 
 
-def fake_generators(**overrides: Any) -> dict[str, Any]:
+def fake_generators(**overrides: Any) -> ProjectHandles:
     """All five fakes by their `ctx` names; pass e.g. `lm=FakeLM(respond)` to script one."""
-    generators: dict[str, Any] = {
+    unknown = set(overrides) - set(HANDLES)
+    if unknown:
+        raise KeyError(f"no fake generator named {sorted(unknown)}; fakes: {sorted(HANDLES)}")
+    fakes: ProjectHandles = {
         "lm": FakeLM(),
         "gan": FakeGAN(),
         "vae": FakeVAE(),
         "classifier": FakeClassifier(),
         "embedder": FakeEmbedder(),
     }
-    unknown = set(overrides) - set(generators)
-    if unknown:
-        raise KeyError(f"no fake generator named {sorted(unknown)}; fakes: {sorted(generators)}")
-    generators.update(overrides)
-    return generators
+    fakes.update(overrides)  # type: ignore[typeddict-item]  # an override is any implementation
+    return fakes
 
 
 def _excerpt(output: Any, limit: int = 200) -> str:

@@ -13,10 +13,8 @@ import asyncio
 import json
 import os
 import sqlite3
-import subprocess
-import sys
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -107,12 +105,6 @@ def _committed_attempts(store: Path, run_id: str) -> Counter[str]:
     return Counter({key: count for key, count in attempts.items() if key in succeeded})
 
 
-def test_importing_reasoner_does_not_import_ray() -> None:
-    code = ("import sys, reasoner, reasoner.cli, reasoner.engine, reasoner.executor; "
-            "from reasoner import Engine; sys.exit('ray' in sys.modules)")
-    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
-
-
 async def test_ray_gives_the_local_results_and_resumes_across_backends(
     engine: Engine, store: Path, tmp_path: Path
 ) -> None:
@@ -159,50 +151,59 @@ async def test_ray_gives_the_local_results_and_resumes_across_backends(
         local.store.close()
 
 
+async def _collect(runs: Any) -> list[Run]:
+    return [run async for run in runs]
+
+
+async def _map_and_kill(engine: Engine, log: Path, numbers: range, delay: float, when: str,
+                        actor: Callable[[], Any], *, restart: bool,
+                        ) -> tuple[asyncio.Task[list[Run]], Any]:
+    """Start jobs `numbers` on Ray and, once `when` is logged, kill the `actor()` of then.
+
+    Returns the jobs, still going, and the actor killed.
+    """
+    jobs = [Job(n=n, log=str(log), delay=delay) for n in numbers]
+    running = asyncio.create_task(_collect(engine.map(relay, jobs, seed=SEED)))
+    await _wait_for(log, when)
+    killed = actor()
+    ray.kill(killed, no_restart=not restart)
+    return running, killed
+
+
+async def _assert_as_local(runs: list[Run], numbers: range) -> None:
+    assert all(run.status == "succeeded" for run in runs)
+    assert {run.input.n: _comparable(run) for run in runs} == await _local(numbers)
+
+
 async def test_a_killed_generator_host_is_restarted_and_every_run_completes(
     engine: Engine, tmp_path: Path
 ) -> None:
-    log = tmp_path / "log"
-    jobs = [Job(n=n, log=str(log), delay=0.15) for n in range(10, 16)]
-    running = asyncio.create_task(_collect(engine.map(relay, jobs, seed=SEED)))
-    await _wait_for(log, "digits 10")
-    ray.kill(engine.cluster.hosts[0], no_restart=False)  # type: ignore[union-attr]
-    runs = await running
-    assert all(run.status == "succeeded" for run in runs)
-    assert {run.input.n: _comparable(run) for run in runs} == await _local(range(10, 16))
+    running, _ = await _map_and_kill(engine, tmp_path / "log", range(10, 16), 0.15, "digits 10",
+                                     lambda: engine.cluster.hosts[0], restart=True)
+    await _assert_as_local(await running, range(10, 16))
 
 
 async def test_a_killed_worker_is_restarted_and_its_jobs_recompute_nothing_committed(
     engine: Engine, store: Path, tmp_path: Path
 ) -> None:
     log = tmp_path / "log"
-    jobs = [Job(n=n, log=str(log), delay=0.4) for n in range(20, 24)]
-    running = asyncio.create_task(_collect(engine.map(relay, jobs, seed=SEED)))
-    await _wait_for(log, "echo 20")
-    ray.kill(engine.cluster.workers[0], no_restart=False)  # type: ignore[union-attr]
+    running, _ = await _map_and_kill(engine, log, range(20, 24), 0.4, "echo 20",
+                                     lambda: engine.cluster.workers[0], restart=True)
     committed = _committed_attempts(store, "%")  # every one of these must run exactly once
     runs = await running
-    assert all(run.status == "succeeded" for run in runs)
-    assert {run.input.n: _comparable(run) for run in runs} == await _local(range(20, 24))
+    await _assert_as_local(runs, range(20, 24))
     executions = _counts(log)
     ours = {step: count for step, count in committed.items() if int(step.split()[1]) >= 20}
     assert ours and all(executions[step] == count for step, count in ours.items())
     assert sum(executions.values()) > sum(len(s.attempts) for r in runs for s in r.steps.values())
 
 
-async def _collect(runs: Any) -> list[Run]:
-    return [run async for run in runs]
-
-
 async def test_a_worker_lost_for_good_is_replaced_and_its_jobs_finish_elsewhere(
     engine: Engine, tmp_path: Path
 ) -> None:
-    log = tmp_path / "log"
-    jobs = [Job(n=n, log=str(log), delay=0.2) for n in range(30, 34)]
-    lost = engine.cluster.workers[1]  # type: ignore[union-attr]
-    running = asyncio.create_task(_collect(engine.map(relay, jobs, seed=SEED)))
-    await _wait_for(log, "digits 31")
-    ray.kill(lost, no_restart=True)
+    running, lost = await _map_and_kill(engine, tmp_path / "log", range(30, 34), 0.2,
+                                        "digits 31", lambda: engine.cluster.workers[1],
+                                        restart=False)
     runs = await running
     assert lost not in engine.cluster.workers  # type: ignore[union-attr]
-    assert {run.input.n: _comparable(run) for run in runs} == await _local(range(30, 34))
+    await _assert_as_local(runs, range(30, 34))

@@ -161,8 +161,8 @@ def test_index_never_leaves_its_folder(tmp_path: Path, stored: tuple[Path, str])
     assert "run x/../../escaped: no page: invalid run id" in result.stderr
 
 
-def test_index_lists_runs_whose_plan_cannot_be_loaded(tmp_path: Path,
-                                                      stored: tuple[Path, str]) -> None:
+def test_runs_read_without_their_plan(tmp_path: Path, stored: tuple[Path, str]) -> None:
+    """show, report, runs and summary never import the plan: a run outlives its module."""
     db, good = stored
     modules = tmp_path / "modules"
     modules.mkdir()
@@ -185,18 +185,20 @@ def test_index_lists_runs_whose_plan_cannot_be_loaded(tmp_path: Path,
     folder = tmp_path / "index"
     result = cli("report", "--store", str(db), "-o", str(folder), env=env)
     assert result.returncode == 0, result.stderr
-    assert _files(folder) == {"index.html", f"run-{good}.html"}
-    index = (folder / "index.html").read_text()
-    assert f'href="run-{good}.html"' in index
-    assert "cannot import module &#x27;vanishing&#x27;" in index
-    assert "cannot import module &#x27;turning&#x27;" in index and "RuntimeError: boom" in index
-    assert f"run {ids['turning']}: no page: cannot import module 'turning'" in result.stderr
-    assert "1 run page(s); 2 run(s) listed without a page" in result.stderr
+    assert _files(folder) == {"index.html", *(f"run-{i}.html" for i in [good, *ids.values()])}
+    page = (folder / f"run-{ids['turning']}.html").read_text()
+    assert 'data-step="double"' in page and "<th>n</th><td><code>2</code>" in page
 
-    single = cli("report", ids["turning"], "--store", str(db), "-o", str(tmp_path / "t.html"),
-                 env=env)
-    assert single.returncode == 2 and "RuntimeError: boom" in single.stderr
-    assert not (tmp_path / "t.html").exists()
+    shown = cli("show", ids["vanishing"], "--store", str(db), "--json", env=env)
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["steps"]["double"]["output"] == {"n": 2}
+    listed = cli("runs", "--store", str(db), env=env)
+    assert listed.returncode == 0 and ids["turning"] in listed.stdout
+    summary = cli("summary", "--store", str(db), "--json", env=env)
+    assert summary.returncode == 0, summary.stderr
+
+    resumed = cli("resume", ids["turning"], "--store", str(db), env=env)
+    assert resumed.returncode == 2 and "RuntimeError: boom" in resumed.stderr
 
 
 # ------------------------------------------------------------------ C and D: JSONL
@@ -434,7 +436,7 @@ def test_read_only_commands_never_create_a_store(tmp_path: Path) -> None:
     for args in (["resume", "X"], ["show", "X"], ["runs"], ["summary"],
                  ["report", "-o", "out"], ["report", "X", "-o", "x.html"]):
         result = cli(*args, "--store", "typo.db", cwd=tmp_path)
-        assert result.returncode == 2, args
+        assert result.returncode == 3, args  # a StoreError: the environment's group
         assert "no store at 'typo.db'" in result.stderr
         assert _files(tmp_path) == set(), args
 
@@ -449,7 +451,7 @@ def test_read_only_commands_leave_a_foreign_database_alone(tmp_path: Path) -> No
     before = _digest(foreign)
     for args in (["runs"], ["resume", "X"], ["summary"]):
         result = cli(*args, "--store", str(foreign))
-        assert result.returncode == 2 and str(foreign) in result.stderr, args
+        assert result.returncode == 3 and str(foreign) in result.stderr, args
     assert _digest(foreign) == before
     assert _files(tmp_path) == {"notes.db"}
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import time
 
 import pytest
 from pydantic import BaseModel
@@ -52,50 +51,54 @@ async def test_chain_passes_outputs_along() -> None:
 
 
 async def test_diamond_joins_both_branches() -> None:
-    plan = Plan("diamond", input=Task)
+    plan = chain_plan()  # a -> b is the left branch; a second one joins it below
 
     @plan.step
-    async def top(task: Task) -> Value:
-        return Value(v=task.x)
+    async def right(a: Value) -> Value:
+        return Value(v=a.v * 2)
 
     @plan.step
-    async def left(top: Value) -> Value:
-        return Value(v=top.v + 1)
-
-    @plan.step
-    async def right(top: Value) -> Value:
-        return Value(v=top.v * 2)
-
-    @plan.step
-    async def bottom(left: Value, right: Value) -> Values:
-        return Values(vs=[left.v, right.v])
+    async def bottom(b: Value, right: Value) -> Values:
+        return Values(vs=[b.v, right.v])
 
     run = await Engine().run(plan, {"x": 5})
-    assert run.output("bottom").vs == [6, 10]
+    assert run.output("bottom").vs == [60, 12]
 
 
 async def test_fan_out_fan_in_and_no_lock_step() -> None:
-    """A slow branch does not hold up an unrelated fast chain (no supersteps)."""
+    """A slow branch does not hold up an unrelated fast chain (no supersteps).
+
+    The slow branch waits until the fast chain behind one of its siblings has
+    finished: an executor that ran the graph level by level would never get there.
+    """
     plan = Plan("fan", input=Task)
-    finished: dict[str, float] = {}
+    order: list[str] = []
+    fast_chain_done = asyncio.Event()
 
     @plan.step
     async def root(task: Task) -> Value:
         return Value(v=task.x)
 
-    async def branch(root: Value, delay: float = 0.0) -> Value:
-        await asyncio.sleep(delay)
-        return Value(v=root.v + int(delay * 100))
+    async def branch(root: Value) -> Value:
+        return Value(v=root.v)
+
+    async def slow(root: Value) -> Value:
+        order.append("slow started")
+        await fast_chain_done.wait()
+        order.append("slow finished")
+        return Value(v=root.v + 30)
 
     async def hop(previous: Value) -> Value:
-        finished[f"hop{previous.v}"] = time.perf_counter()
+        order.append(f"hop{previous.v}")
+        if previous.v == 2:
+            fast_chain_done.set()
         return Value(v=previous.v + 1)
 
     async def gather(parts: list[Value]) -> Values:
-        finished["gather"] = time.perf_counter()
+        order.append("gather")
         return Values(vs=[p.v for p in parts])
 
-    plan.add_step(functools_partial(branch, delay=0.3), name="slow")
+    plan.add_step(slow)
     names = []
     for i in range(10):
         names.append(f"b{i}")
@@ -104,18 +107,15 @@ async def test_fan_out_fan_in_and_no_lock_step() -> None:
     plan.add_step(hop, name="fast2", inputs={"previous": "fast1"})
     plan.add_step(gather, inputs={"parts": [*names, "slow"]})
 
-    start = time.perf_counter()
-    run = await Engine().run(plan, Task(x=1))
+    async with asyncio.timeout(30):  # only a guard: a lock-step executor waits forever
+        run = await Engine().run(plan, Task(x=1))
     assert run.status == "succeeded"
     assert run.output("gather").vs == [1] * 10 + [31]
     assert run.output("fast2").v == 3
-    assert finished["hop2"] - start < 0.2 < finished["gather"] - start
-
-
-def functools_partial(fn, **kwargs):  # noqa: ANN001, ANN202
-    import functools
-
-    return functools.partial(fn, **kwargs)
+    # The fast chain ran while the slow branch was in flight; gather waited for both.
+    assert order.index("slow started") < order.index("hop1") < order.index("hop2")
+    assert order.index("hop2") < order.index("slow finished") < order.index("gather")
+    assert sorted(order) == ["gather", "hop1", "hop2", "slow finished", "slow started"]
 
 
 async def test_runtime_expansion_grows_and_records_the_graph() -> None:

@@ -163,8 +163,8 @@ def test_two_resumes_racing_on_a_killed_run_execute_it_once(tmp_path: Path) -> N
                                stderr=subprocess.PIPE, text=True) for _ in range(2)]
     results = [(p.wait(timeout=120), *p.communicate()) for p in racers]
     codes = sorted(code for code, _, _ in results)
-    assert codes == [0, 2], results
-    (refused,) = [err for code, _, err in results if code == 2]
+    assert codes == [0, 3], results  # 3: the environment (a busy run), not a usage error
+    (refused,) = [err for code, _, err in results if code == 3]
     assert f"run {run_id!r} is being executed by pid" in refused
     assert "Traceback" not in refused
     started = Counter(_lines(log)[before:])
@@ -191,7 +191,7 @@ def test_a_resume_while_the_original_still_runs_is_refused(tmp_path: Path) -> No
     assert listed["status"] == "running" and listed["holder"] == f"pid {original.pid} on " \
         f"{socket.gethostname()}"
     second = _cli("resume", run_id, "--store", str(db), env=env)
-    assert second.returncode == 2
+    assert second.returncode == 3
     assert f"is being executed by pid {original.pid} on {socket.gethostname()}" in second.stderr
     assert original.wait(timeout=120) == 0  # the owner finishes undisturbed
     assert Counter(_lines(log))["start 0 1"] == 1
@@ -357,7 +357,7 @@ def test_a_foreign_or_unreadable_store_is_refused_untouched(tmp_path: Path) -> N
     assert foreign.read_bytes() == before
     ran = _cli("run", "reliability_plans:faulty", "--input", '{"n": 1}', "--store", str(foreign),
                env=_env(tmp_path / "log", 0))
-    assert ran.returncode == 2 and "not a reasoner store" in ran.stderr
+    assert ran.returncode == 3 and "not a reasoner store" in ran.stderr
     assert "Traceback" not in ran.stderr and foreign.read_bytes() == before
 
     odd = tmp_path / "odd.db"

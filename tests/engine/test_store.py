@@ -18,6 +18,7 @@ import pytest
 from sample_plans import Task, counted
 
 from reasoner import Engine, StoreError
+from reasoner.records import ATTEMPT
 from reasoner.store import SCHEMA_VERSION, SQLiteStore
 
 HERE = Path(__file__).parent
@@ -41,22 +42,41 @@ def _counts(log: Path) -> Counter[str]:
 async def test_outputs_are_stored_once_with_images_as_png_blobs(tmp_path: Path) -> None:
     engine = Engine(tmp_path / "runs.db")
     run = await engine.run(counted, Task(n=2), seed=3)
-    assert run.status == "failed" or run.status == "succeeded"
+    assert run.status == "succeeded" and run.error is None  # n=2 is even: every step passes
     db = sqlite3.connect(tmp_path / "runs.db")
-    rows = db.execute("SELECT node, output FROM attempts WHERE run_id=?", (run.run_id,)).fetchall()
-    assert sorted(node for node, _ in rows) == sorted(run.steps)  # one attempt, one output each
-    picture = json.loads(dict(rows)["picture"])
+    assert db.execute("SELECT plan, status FROM runs WHERE run_id=?",
+                      (run.run_id,)).fetchall() == [("counted", "succeeded")]
+    rows = db.execute("SELECT node, record, output FROM attempts WHERE run_id=?",
+                      (run.run_id,)).fetchall()
+    assert sorted(node for node, _, _ in rows) == sorted(counted.steps)  # one attempt each
+    attempts = {node: ATTEMPT.validate_json(record) for node, record, _ in rows}
+    assert {attempt.status for attempt in attempts.values()} == {"succeeded"}
+    assert [(c.name, c.passed, c.reason) for c in attempts["picture"].checks] == [
+        ("bright_enough", True, "mean brightness 0.488 >= threshold 0.300")]
+    outputs = {node: json.loads(output) for node, _, output in rows}
+    picture = outputs.pop("picture")
+    assert outputs == {  # seed 3: start draws 86, each hop adds its own draw
+        "start": {"v": 88}, "hop0": {"v": 93}, "hop1": {"v": 100}, "hop2": {"v": 108},
+        "hop3": {"v": 112}, "hop4": {"v": 121}, "odd_one_out": {"v": 2}}
+    assert picture["caption"] == "number 121"
     assert set(picture) == {"image", "latent", "caption"}
     assert set(picture["image"]) == {"$blob"} and set(picture["latent"]) == {"$blob"}
     kinds = dict(db.execute("SELECT kind, data FROM blobs").fetchall())
     assert kinds["png"].startswith(b"\x89PNG") and kinds["npy"].startswith(b"\x93NUMPY")
     assert len(kinds["png"]) < 28 * 28 + 200  # compact, not a JSON list of floats
 
-    again = engine.load(run.run_id)
+    typed = engine.load(run.run_id, counted)  # with its plan: the plan's own models
+    assert typed.output("hop4") == run.output("hop4")
+    assert np.array_equal(typed.output("picture").image, run.output("picture").image)
+    again = engine.load(run.run_id)  # without it: models made from the stored JSON alone
+    assert type(again.output("picture")).__name__ == type(run.output("picture")).__name__
+    assert type(again.output("picture")) is not type(run.output("picture"))
     assert np.array_equal(again.output("picture").image, run.output("picture").image)
     assert again.output("picture").latent.dtype == np.float32
     assert np.array_equal(again.output("picture").latent, run.output("picture").latent)
-    assert again.output("hop4") == run.output("hop4")
+    assert again.output("hop4").model_dump() == {"v": 121}
+    assert again.to_json() == run.to_json()  # shown identically, images and all
+    assert again.links == run.links
 
 
 async def test_resume_after_cancel_recomputes_nothing_committed(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001

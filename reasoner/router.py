@@ -1,4 +1,6 @@
-"""From a free-text request to a plan and its input, chosen by the language model.
+"""Routes a free-text request (`reasoner ask`) to a plan and its input, both picked by the LM.
+
+Not to be confused with `Plan.planner`, which adds a plan's steps for one input.
 
 Two constrained questions, both built from the plan registry rather than
 written by hand: first, which plan (the model's reply is constrained to a
@@ -18,12 +20,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, ValidationError, create_model
 
 from reasoner._exceptions import InputError, PlanningError
-from reasoner.engine import format_validation_error
-from reasoner.plan import Plan
+from reasoner.plan import Plan, format_validation_error
 
 
-class Choice(BaseModel):
-    """What the planner decided, shown before anything runs."""
+class Route(BaseModel):
+    """Where the request goes, shown before anything runs."""
 
     plan: str
     input: dict[str, Any]
@@ -35,7 +36,7 @@ def _summary(plan: Plan) -> str:
     return first.removeprefix(f"{plan.name}:").strip()
 
 
-def choice_prompt(request: str, plans: Mapping[str, Plan],
+def plan_prompt(request: str, plans: Mapping[str, Plan],
                   examples: Sequence[tuple[str, str]] | None = None) -> str:
     """The plans' descriptions, then (request, plan name) examples, then the request."""
     if examples is None:
@@ -99,10 +100,10 @@ async def _ask(lm: Any, prompt: str, schema: type[BaseModel], seed: int, attempt
     raise PlanningError(f"no valid {what} after {attempts} attempts; last problem: {problem}")
 
 
-async def choose(
+async def route(
     lm: Any, request: str, plans: Mapping[str, Plan], *, embedder: Any = None, seed: int = 0,
     attempts: int = 3,
-) -> Choice:
+) -> Route:
     """Ask the model for a plan and its input; validated, re-asked on failure.
 
     With an `embedder`, the model chooses among the plans the embedder finds
@@ -117,9 +118,9 @@ async def choose(
         candidates, examples = await shortlist(embedder, request, plans)
     picker = create_model(  # the schema admits the candidates' names only
         "PlanChoice", plan=(Literal[tuple(candidates)], ...))  # type: ignore[valid-type]
-    prompt = choice_prompt(request, candidates, examples)
+    prompt = plan_prompt(request, candidates, examples)
     picked, asked = await _ask(lm, prompt, picker, seed, attempts, "plan")
     plan = plans[picked.plan]  # type: ignore[attr-defined]
     task, more = await _ask(lm, input_prompt(request, plan), plan.input, seed + 100, attempts,
                             f"input for {plan.name}")
-    return Choice(plan=plan.name, input=task.model_dump(mode="json"), asked=asked + more)
+    return Route(plan=plan.name, input=task.model_dump(mode="json"), asked=asked + more)

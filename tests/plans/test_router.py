@@ -1,4 +1,4 @@
-"""The free-text planner: prompts from the registry, constrained answers, re-asking."""
+"""The request router: prompts from the registry, constrained answers, re-asking."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 
 from reasoner import PlanError, known_plans
 from reasoner._exceptions import PlanningError
-from reasoner.planner import choice_prompt, choose
+from reasoner.router import plan_prompt, route
 from reasoner.testing import FakeLM
 
 
@@ -20,18 +20,18 @@ def answering(*replies: str) -> FakeLM:
 def test_prompts_are_built_from_the_registry() -> None:
     plans = known_plans()
     assert set(plans) >= {"verified-digits", "morph", "story", "game24"}
-    prompt = choice_prompt("draw 42", plans)
+    prompt = plan_prompt("draw 42", plans)
     for name, plan in plans.items():
         assert f"- {name}:" in prompt
         assert all(example in prompt for example, _ in plan.examples)
     assert prompt.endswith("Request: draw 42\nAnswer:")
 
 
-async def test_choose_validates_and_re_asks_on_failure() -> None:
+async def test_route_validates_and_re_asks_on_failure() -> None:
     lm = answering('{"plan": "paint"}', '{"plan": "verified-digits"}',
                    '{"question": "no numbers here"}', '{"expression": "42"}')
-    choice = await choose(lm, "draw the number forty-two in handwriting", known_plans())
-    assert (choice.plan, choice.input, choice.asked) == ("verified-digits",
+    routed = await route(lm, "draw the number forty-two in handwriting", known_plans())
+    assert (routed.plan, routed.input, routed.asked) == ("verified-digits",
                                                           {"question": None, "expression": "42"}, 4)
     rejected = [prompt for prompt, _ in lm.calls if "rejected" in prompt]
     assert "field 'plan': Input should be 'game24', 'morph', 'story' or 'verified-digits'" in (
@@ -39,11 +39,11 @@ async def test_choose_validates_and_re_asks_on_failure() -> None:
     assert "a question must contain at least one number" in rejected[1]
 
 
-async def test_choose_gives_up_after_its_attempts() -> None:
+async def test_route_gives_up_after_its_attempts() -> None:
     lm = answering('{"plan": "game24"}', *['{"numbers": [1, 2]}'] * 3)
     with pytest.raises(PlanningError, match="no valid input for game24 after 3 attempts; last "
                                             "problem: field 'numbers': List should have at least 4"):
-        await choose(lm, "make 24 from 1 and 2", known_plans())
+        await route(lm, "make 24 from 1 and 2", known_plans())
 
 
 def test_bad_examples_are_caught_when_the_plan_is_built() -> None:
@@ -54,7 +54,7 @@ def test_bad_examples_are_caught_when_the_plan_is_built() -> None:
         Plan("p", input=Puzzle, examples=[("x", {"numbers": [99]})])
 
 
-def test_ask_dry_run_prints_the_choice(capsys, monkeypatch) -> None:  # noqa: ANN001
+def test_ask_dry_run_prints_the_route(capsys, monkeypatch) -> None:  # noqa: ANN001
     import reasoner.engine
     from reasoner.cli import main
     from reasoner.testing import fake_generators
@@ -70,8 +70,8 @@ def test_ask_dry_run_prints_the_choice(capsys, monkeypatch) -> None:  # noqa: AN
     assert printed == {"plan": "morph", "input": {"source": 2, "target": 5, "frames": 6}, "asked": 2}
 
 
-async def test_the_embedder_narrows_the_choice_and_the_schema() -> None:
-    from reasoner.planner import shortlist
+async def test_the_embedder_narrows_the_plans_and_the_schema() -> None:
+    from reasoner.router import shortlist
     from reasoner.testing import FakeEmbedder
 
     plans = known_plans()
@@ -81,7 +81,7 @@ async def test_the_embedder_narrows_the_choice_and_the_schema() -> None:
     outside = next(name for name in plans if name not in kept)  # not even in the schema
     lm = answering(f'{{"plan": "{outside}"}}', '{"plan": "verified-digits"}',
                    '{"expression": "42"}')
-    choice = await choose(lm, "write the number 42 in handwriting", plans,
+    routed = await route(lm, "write the number 42 in handwriting", plans,
                           embedder=FakeEmbedder())
-    assert choice.plan == "verified-digits" and choice.asked == 3
+    assert routed.plan == "verified-digits" and routed.asked == 3
     assert f"- {outside}:" not in lm.calls[0][0]

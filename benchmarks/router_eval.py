@@ -1,24 +1,25 @@
-"""How often the free-text planner picks the right plan with a valid input.
+"""How often the request router picks the right plan with a valid input.
 
 20 requests written for this benchmark (none of them a plan's own example),
-each with the plan it should pick. For each, `reasoner.planner.choose` asks the
+each with the plan it should pick. For each, `reasoner.router.route` asks the
 language model under schema-constrained decoding, among the two plans whose
 examples the sentence embedder finds likeliest; a pick counts when the plan is
 right and pydantic accepted the input. Prints each pick and the share
 right; the last line is one JSON object.
 
-    python benchmarks/planner_eval.py
+    python benchmarks/router_eval.py
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 
+from _common import print_figures
+
 from reasoner import default_engine, known_plans
 from reasoner._exceptions import PlanningError
-from reasoner.planner import choose
+from reasoner.router import route
 
 REQUESTS = [
     ("draw the number forty-two in handwriting", "verified-digits"),
@@ -54,15 +55,15 @@ async def main() -> dict[str, float]:
     try:
         for i, (request, expected) in enumerate(REQUESTS):
             try:
-                choice = await choose(engine.generators["lm"], request, plans,
+                routed = await route(engine.generators["lm"], request, plans,
                                       embedder=engine.generators["embedder"], seed=i)
             except PlanningError as exc:
-                print(f"  no choice  {request!r}: {exc}", flush=True)
+                print(f"  no route   {request!r}: {exc}", flush=True)
                 continue
             valid += 1
-            right += choice.plan == expected
-            mark = "ok " if choice.plan == expected else "BAD"
-            print(f"  {mark} {choice.plan:16} {json.dumps(choice.input)}  <- {request!r}",
+            right += routed.plan == expected
+            mark = "ok " if routed.plan == expected else "BAD"
+            print(f"  {mark} {routed.plan:16} {json.dumps(routed.input)}  <- {request!r}",
                   flush=True)
     finally:
         await engine.aclose()
@@ -74,4 +75,4 @@ async def main() -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    print(json.dumps({k: round(v, 4) for k, v in asyncio.run(main()).items()}))
+    print_figures(main())

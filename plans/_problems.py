@@ -1,7 +1,8 @@
 """Arithmetic word problems with known answers, made from templates by a seed.
 
 Used to measure the verified-digits plan against a single LM pass, and as
-ready-made inputs: `python -m plans.problems 50 --seed 0 > problems.jsonl`.
+ready-made inputs: `python -m plans._problems 50 --seed 0 > problems.jsonl`.
+Not a plan: the leading underscore keeps plan lookup (`known_plans`) from importing it.
 """
 
 from __future__ import annotations
