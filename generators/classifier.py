@@ -20,6 +20,9 @@ from generators.data import (
     NUM_CLASSES,
     check_images,
     load_model,
+    model_device,
+    split_rows,
+    validate_each,
 )
 
 KIND = "classifier"
@@ -97,13 +100,9 @@ def validate_classify(request: ClassifyRequest) -> None:
     check_images(request.images)
 
 
-def _model_device(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
 def _logits(model: Classifier, images: np.ndarray, chunk: int = 1024) -> torch.Tensor:
     """Logits for already-validated float32 images, in chunks to bound memory."""
-    dev = _model_device(model)
+    dev = model_device(model)
     out = [
         model(torch.from_numpy(np.ascontiguousarray(images[i : i + chunk])).to(dev)).float()
         for i in range(0, len(images), chunk)
@@ -113,23 +112,16 @@ def _logits(model: Classifier, images: np.ndarray, chunk: int = 1024) -> torch.T
 
 def classify_batch(model: Classifier, requests: Sequence[ClassifyRequest]) -> list[Classification]:
     """Classify all requests' images in one pass, then split the result per request."""
-    arrays: list[np.ndarray] = []
-    for i, req in enumerate(requests):
-        try:
-            validate_classify(req)
-        except ValueError as e:
-            raise ValueError(f"classify request {i}: {e}") from None
-        arrays.append(check_images(req.images))
-    if not arrays:
+    validate_each(requests, validate_classify, "classify")
+    if not requests:
         return []
-    sizes = [len(a) for a in arrays]
+    images = np.concatenate([check_images(r.images) for r in requests])  # (N, 28, 28)
     with torch.inference_mode():
-        probs = torch.softmax(_logits(model, np.concatenate(arrays)), dim=1).cpu().numpy()
-    probs = probs.astype(np.float32)
-    results = []
-    for p in np.split(probs, np.cumsum(sizes)[:-1]):
-        results.append(Classification(labels=p.argmax(axis=1).astype(np.int64), probs=p))
-    return results
+        probs = torch.softmax(_logits(model, images), dim=1).cpu().numpy()  # (N, 10)
+    return [
+        Classification(labels=p.argmax(axis=1).astype(np.int64), probs=p)
+        for p in split_rows(probs, [len(r.images) for r in requests])
+    ]
 
 
 def predict(model: Classifier, images: np.ndarray) -> np.ndarray:
@@ -140,7 +132,7 @@ def predict(model: Classifier, images: np.ndarray) -> np.ndarray:
 def labels_and_features(model: Classifier, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Predicted digits (n,) int64 and penultimate features (n, feature_dim) in one pass."""
     arr = check_images(images)
-    dev = _model_device(model)
+    dev = model_device(model)
     labels, feats = [], []
     with torch.inference_mode():
         for i in range(0, len(arr), 1024):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from functools import cache
 from importlib import resources
@@ -23,8 +23,10 @@ import numpy as np
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
+from torch.nn import functional as F
 
 M = TypeVar("M", bound=torch.nn.Module)
+R = TypeVar("R")
 
 SPLIT_SEED = 20261123
 TEST_PER_CLASS = 100
@@ -93,8 +95,9 @@ def test_split() -> Split:
 
 
 # --------------------------------------------------------------------------------------
-# Request validation shared by the three models: cheap numpy checks that run before any
-# forward pass, so one malformed request can be rejected alone without failing a batch.
+# Requests, as the three models share them: cheap numpy checks that run before any
+# forward pass, so one malformed request can be rejected alone without failing a batch,
+# and the helpers that turn a batch of requests into one forward pass and back.
 # --------------------------------------------------------------------------------------
 
 MAX_SEED = 2**64 - 1
@@ -141,17 +144,24 @@ def check_soft_labels(labels: np.ndarray, what: str = "labels") -> np.ndarray:
     return arr
 
 
-def check_images(images: object, what: str = "images") -> np.ndarray:
-    """Images as float32 (n, 28, 28) in [0, 1]; raises ValueError naming the problem."""
-    if not isinstance(images, np.ndarray):
-        raise ValueError(f"{what} must be a numpy array, got {type(images).__name__}")
-    if images.ndim != 3 or images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE):
-        raise ValueError(f"{what} must have shape (n, 28, 28), got {images.shape}")
-    if not (np.issubdtype(images.dtype, np.floating) or np.issubdtype(images.dtype, np.integer)):
-        raise ValueError(f"{what} must be numeric, got dtype {images.dtype}")
-    arr = images.astype(np.float32, copy=False)
+def _finite_array(x: object, trailing: tuple[int, ...], what: str) -> np.ndarray:
+    """A finite float32 (n, *trailing) array; raises ValueError naming the problem."""
+    shape = ", ".join(["n", *map(str, trailing)])
+    if not isinstance(x, np.ndarray):
+        raise ValueError(f"{what} must be a numpy array, got {type(x).__name__}")
+    if x.ndim != 1 + len(trailing) or x.shape[1:] != trailing:
+        raise ValueError(f"{what} must have shape ({shape}), got {x.shape}")
+    if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
+        raise ValueError(f"{what} must be numeric, got dtype {x.dtype}")
+    arr = x.astype(np.float32, copy=False)
     if not np.isfinite(arr).all():
         raise ValueError(f"{what} contain NaN or infinity")
+    return arr
+
+
+def check_images(images: object, what: str = "images") -> np.ndarray:
+    """Images as float32 (n, 28, 28) in [0, 1]; raises ValueError naming the problem."""
+    arr = _finite_array(images, (IMAGE_SIZE, IMAGE_SIZE), what)
     if arr.size and (arr.min() < -1e-4 or arr.max() > 1.0 + 1e-4):
         raise ValueError(
             f"{what} must lie in [0, 1], got range [{float(arr.min()):.3g}, {float(arr.max()):.3g}]"
@@ -161,16 +171,7 @@ def check_images(images: object, what: str = "images") -> np.ndarray:
 
 def check_matrix(x: object, cols: int, what: str) -> np.ndarray:
     """A finite float32 (n, cols) array, e.g. VAE latents."""
-    if not isinstance(x, np.ndarray):
-        raise ValueError(f"{what} must be a numpy array, got {type(x).__name__}")
-    if x.ndim != 2 or x.shape[1] != cols:
-        raise ValueError(f"{what} must have shape (n, {cols}), got {x.shape}")
-    if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
-        raise ValueError(f"{what} must be numeric, got dtype {x.dtype}")
-    arr = x.astype(np.float32, copy=False)
-    if not np.isfinite(arr).all():
-        raise ValueError(f"{what} contain NaN or infinity")
-    return arr
+    return _finite_array(x, (cols,), what)
 
 
 def check_seed(seed: object) -> int:
@@ -180,6 +181,25 @@ def check_seed(seed: object) -> int:
     if not 0 <= int(seed) <= MAX_SEED:
         raise ValueError(f"seed {int(seed)} is out of range [0, 2**64)")
     return int(seed)
+
+
+def validate_each(requests: Sequence[R], validate: Callable[[R], None], operation: str) -> None:
+    """Run `validate` on every request of a batch; the error names the request's position."""
+    for i, request in enumerate(requests):
+        try:
+            validate(request)
+        except ValueError as e:
+            raise ValueError(f"{operation} request {i}: {e}") from None
+
+
+def split_rows(rows: np.ndarray, sizes: Sequence[int]) -> list[np.ndarray]:
+    """Cut a batch's output back into float32 pieces of the requests' sizes."""
+    return [part.astype(np.float32) for part in np.split(rows, np.cumsum(sizes)[:-1])]
+
+
+def one_hot(labels: torch.Tensor) -> torch.Tensor:
+    """int labels (B,) -> float one-hot (B, 10), what the models' label layers take."""
+    return F.one_hot(labels, NUM_CLASSES).float()
 
 
 # --------------------------------------------------------------------------------------
@@ -193,6 +213,11 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    """Where a model's weights live, so its inputs can be moved there."""
+    return next(model.parameters()).device
 
 
 def save_weights(module: torch.nn.Module, config: Any, path: str | Path, kind: str) -> None:

@@ -30,6 +30,10 @@ from generators.data import (
     check_labels,
     check_seed,
     load_model,
+    model_device,
+    one_hot,
+    split_rows,
+    validate_each,
 )
 
 KIND = "gan"
@@ -104,11 +108,6 @@ class Discriminator(nn.Module):
         return self.score(self.features(x), y)
 
 
-def one_hot(labels: torch.Tensor) -> torch.Tensor:
-    """int labels (B,) -> float one-hot (B, 10)."""
-    return F.one_hot(labels, NUM_CLASSES).float()
-
-
 # --------------------------------------------------------------------------------------
 # Inference API used by the batching host.
 # --------------------------------------------------------------------------------------
@@ -147,21 +146,17 @@ def request_noise(request: GenerateRequest, z_dim: int) -> torch.Tensor:
 
 def generate_batch(model: Generator, requests: Sequence[GenerateRequest]) -> list[np.ndarray]:
     """All requests' digits in one forward pass; one (n, 28, 28) float32 array per request."""
-    for i, req in enumerate(requests):
-        try:
-            validate_request(req)
-        except ValueError as e:
-            raise ValueError(f"generate request {i}: {e}") from None
+    validate_each(requests, validate_request, "generate")
     if not requests:
         return []
     sizes = [len(r.labels) for r in requests]
     if sum(sizes) == 0:
         return [np.zeros((0, 28, 28), np.float32) for _ in requests]
-    dev = next(model.parameters()).device
+    dev = model_device(model)
     z_dim = model.config.z_dim
     with torch.inference_mode():
         z = torch.cat([request_noise(r, z_dim) for r in requests]).to(dev)  # (N, z_dim)
         z = z * model.config.truncation
         labels = torch.from_numpy(np.concatenate([check_labels(r.labels) for r in requests]))
         images = model(z, one_hot(labels.to(dev))).float().cpu().numpy()  # (N, 28, 28)
-    return [a.astype(np.float32) for a in np.split(images, np.cumsum(sizes)[:-1])]
+    return split_rows(images, sizes)

@@ -18,12 +18,13 @@ import asyncio
 import contextlib
 import logging
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable, MutableMapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from types import TracebackType
-from typing import Any, ClassVar, Generic, Self, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Self, TypeVar
 
 import numpy as np
 import torch
@@ -31,6 +32,9 @@ from pydantic import BaseModel
 
 from generators import embedder as embedder_module
 from generators import lm as lm_module
+
+if TYPE_CHECKING:
+    from generators.classifier import Classification
 
 log = logging.getLogger(__name__)
 
@@ -91,11 +95,26 @@ class _Pending:
     queued_at: float
 
 
+class _ClosedOnExit(ABC):
+    """`async with x:` ends with `await x.aclose()`, however the block ends."""
+
+    @abstractmethod
+    async def aclose(self) -> None: ...
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+
 def _is_oom(exc: BaseException) -> bool:
     return isinstance(exc, torch.cuda.OutOfMemoryError)
 
 
-class Batcher(Generic[Req, Res]):
+class Batcher(_ClosedOnExit, Generic[Req, Res]):
     """Coalesces concurrent submissions into batches for one batch function.
 
     A batch is flushed when `max_batch` compatible requests (same `key`) are queued, or
@@ -134,14 +153,6 @@ class Batcher(Generic[Req, Res]):
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
 
     async def submit(self, request: Req) -> Res:
         if self._closed:
@@ -199,13 +210,13 @@ class Batcher(Generic[Req, Res]):
             for record in records:
                 if self._on_record is not None:
                     self._on_record(record)
-            for item, (value, exc) in zip(batch, outcomes, strict=True):
+            for item, (value, failure) in zip(batch, outcomes, strict=True):
                 if item.future.done():  # the caller was cancelled
                     continue
-                if exc is None:
+                if failure is None:
                     item.future.set_result(value)
                 else:
-                    item.future.set_exception(exc)
+                    item.future.set_exception(failure)
 
     async def _next_batch(self) -> list[_Pending]:
         while True:
@@ -275,7 +286,7 @@ class Batcher(Generic[Req, Res]):
         )
 
 
-class Host:
+class Host(_ClosedOnExit):
     """Owns the models on one device and batches every caller's requests into their calls.
 
     Use as `async with Host() as host:` (or call `await host.aclose()`); models load on
@@ -311,22 +322,9 @@ class Host:
         self.classifier = ClassifierHandle(self)
         self.embedder = EmbedderHandle(self)
 
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
-
-    def handles(self) -> dict[str, object]:
-        return {
-            "lm": self.lm,
-            "gan": self.gan,
-            "vae": self.vae,
-            "classifier": self.classifier,
-            "embedder": self.embedder,
-        }
+    def handles(self) -> dict[str, _Handle]:
+        """Every handle by the name of its model, which is also its attribute name here."""
+        return {h.model: h for h in (self.lm, self.gan, self.vae, self.classifier, self.embedder)}
 
     def stats(self) -> dict[str, OpStats]:
         """Per "model.operation" aggregates (copies)."""
@@ -546,7 +544,7 @@ class ClassifierHandle(_Handle):
 
         return classifier.load(device)
 
-    async def classify(self, images: np.ndarray) -> Any:
+    async def classify(self, images: np.ndarray) -> Classification:
         """`Classification` (labels (n,), probs (n, 10)) of (n, 28, 28) images in [0, 1]."""
         from generators import classifier
 

@@ -1,16 +1,11 @@
-"""Evaluation of the image models: class accuracy, Frechet distance, sample-grid PNGs.
+"""Evaluation of the image models: class accuracy, Frechet distance, sample grids.
 
 The Frechet distance is computed in the digit classifier's penultimate feature space
 (an MNIST stand-in for FID's Inception features), in float64 numpy with the matrix
 square root taken through symmetric eigendecompositions, so scipy is not needed.
-The PNG writer uses only zlib and struct.
 """
 
 from __future__ import annotations
-
-import struct
-import zlib
-from pathlib import Path
 
 import numpy as np
 
@@ -63,20 +58,3 @@ def image_grid(images: np.ndarray, rows: int, cols: int, pad: int = 2) -> np.nda
         y, x = pad + r * (h + pad), pad + c * (w + pad)
         grid[y : y + h, x : x + w] = pixels[i]
     return grid
-
-
-def write_png(path: str | Path, gray: np.ndarray, scale: int = 2) -> None:
-    """Write an 8-bit grayscale (H, W) array as a PNG, nearest-neighbour upscaled."""
-    img = np.repeat(np.repeat(np.asarray(gray, np.uint8), scale, axis=0), scale, axis=1)
-    height, width = img.shape
-    raw = b"".join(b"\x00" + img[y].tobytes() for y in range(height))  # filter 0 per row
-
-    def chunk(tag: bytes, data: bytes) -> bytes:
-        body = tag + data
-        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit grayscale
-    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
-    png += chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b"")
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_bytes(png)

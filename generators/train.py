@@ -8,7 +8,9 @@ into `--out` when that is not the default weights folder).
 
 Train the classifier first: the GAN and VAE metrics are measured with it (the one in
 `--out` when present, else the shipped one). Every `train_*` function takes `max_steps`,
-so a smoke test can run a handful of optimisation steps in seconds.
+so a smoke test can run a handful of optimisation steps in seconds. The three share one
+skeleton, `TrainingRun`; each brings only its models, its optimisation step and its
+evaluation.
 
 Runs are seeded (python, numpy, torch, and every shuffle and noise draw comes from one
 seeded torch.Generator) with deterministic kernels, so the same seed, thread count and
@@ -34,7 +36,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 import torch
@@ -48,13 +50,16 @@ from generators.data import (
     SAMPLES_DIR,
     WEIGHTS_DIR,
     Split,
+    model_device,
+    one_hot,
     resolve_device,
     save_weights,
     test_split,
     train_split,
     weights_path,
 )
-from generators.metrics import class_accuracy, frechet_distance, image_grid, write_png
+from generators.metrics import class_accuracy, frechet_distance, image_grid
+from reasoner.arrays import encode_png
 
 EVAL_PER_CLASS = 100  # generated digits per class for the metrics (1,000 in all)
 EVAL_SEED = 12345  # seed of the evaluation noise, fixed so runs compare
@@ -221,40 +226,140 @@ class Judge:
         return _sig(frechet_distance(feats[first], feats[second]))
 
 
-def write_report(
-    out: Path,
-    kind: str,
-    *,
-    seed: int,
-    epochs: int,
-    steps: int,
-    seconds: float,
-    device: torch.device,
-    model_config: Any,
-    train_config: Any,
-    metrics: dict[str, Any],
-    extra: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Write `<kind>.json` next to the weights and return its content."""
-    report = {
-        "model": kind,
-        "seed": seed,
-        "epochs": epochs,
-        "steps": steps,
-        "train_seconds": round(seconds, 1),
-        "device": str(device),
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "trained_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "config": asdict(model_config),
-        "train_config": asdict(train_config),
-        "metrics": metrics,
-        "metric_notes": METRIC_NOTES[kind],
-        **(extra or {}),
-    }
-    (out / f"{kind}.json").write_text(json.dumps(report, indent=2) + "\n")
-    return report
+# --------------------------------------------------------------------------------------
+# The training run every model shares.
+# --------------------------------------------------------------------------------------
+
+C = TypeVar("C", ClassifierTrain, GANTrain, VAETrain)
+M = TypeVar("M", bound=nn.Module)
+
+Losses = dict[str, torch.Tensor]
+"""One optimisation step's losses by name; the last step's are logged after each epoch."""
+
+
+@dataclass
+class TrainingRun(Generic[C]):
+    """The skeleton of every trainer: seeded setup, the step loop, and the files it writes.
+
+    A trainer calls `start` (which seeds torch, so build the models after it), builds its
+    models and optimisers, hands `loop` its step function, and ends with `finish`.
+    """
+
+    kind: str
+    config: C
+    seed: int
+    out: Path
+    device: torch.device
+    max_steps: int | None
+    quiet: bool
+    gen: torch.Generator  # every shuffle and noise draw of the run comes from it
+    steps: int = 0
+    started: float = 0.0
+
+    @classmethod
+    def start(
+        cls,
+        kind: str,
+        config: C,
+        epochs: int | None,
+        *,
+        seed: int,
+        out: str | Path,
+        device: str | torch.device | None,
+        max_steps: int | None,
+        quiet: bool,
+    ) -> TrainingRun[C]:
+        """Seed everything; `epochs`, when given, overrides the config's."""
+        seed_everything(seed)
+        config = config if epochs is None else replace(config, epochs=epochs)
+        gen = torch.Generator().manual_seed(seed)
+        return cls(kind, config, seed, Path(out), resolve_device(device), max_steps, quiet, gen)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(train_split()) // self.config.batch_size
+
+    @property
+    def total_steps(self) -> int:
+        """How many optimisation steps the run will take (what LR schedules span)."""
+        planned = self.steps_per_epoch * self.config.epochs
+        return max(1, min(planned, self.max_steps or 10**9))
+
+    def log(self, msg: str) -> None:
+        if not self.quiet:
+            print(msg, file=sys.stderr, flush=True)
+
+    def _out_of_steps(self) -> bool:
+        return self.max_steps is not None and self.steps >= self.max_steps
+
+    def loop(self, model: nn.Module, step: Callable[[torch.Tensor, torch.Tensor, int], Losses]) -> None:
+        """`step(images, labels, i)` on shuffled batches until the epochs or `max_steps` run out."""
+        model.train()
+        losses: Losses = {}
+        self.started = time.perf_counter()
+        for epoch in range(self.config.epochs):
+            for x, y in batches(train_split(), self.config.batch_size, self.gen, self.device):
+                if self._out_of_steps():
+                    break
+                losses = step(x, y, self.steps)
+                self.steps += 1
+            shown = " ".join(f"{name} {loss.item():.4g}" for name, loss in losses.items())
+            self.log(
+                f"{self.kind} epoch {epoch + 1}/{self.config.epochs} step {self.steps} {shown} "
+                f"{time.perf_counter() - self.started:.0f}s"
+            )
+            if self._out_of_steps():
+                break
+
+    def finish(
+        self,
+        model: nn.Module,
+        model_config: Any,
+        load: Callable[[torch.device, Path], M],
+        evaluate: Callable[[M, Judge], dict[str, Any]],
+        grid: Callable[[M], np.ndarray] | None = None,
+        samples: str | Path | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Save the weights, measure them as they load back, write the sample grid and
+        `<kind>.json`; returns the report."""
+        seconds = time.perf_counter() - self.started
+        path = self.out / f"{self.kind}.safetensors"
+        save_weights(model, model_config, path, self.kind)
+        shipped = load(self.device, path)
+        judge = Judge.for_output(self.out, self.device)  # for the classifier: itself
+        metrics = {**evaluate(shipped, judge), "real_halves_frechet_distance": judge.real_floor()}
+        self.log(f"{self.kind} metrics {metrics}")
+        if grid is not None:
+            default = SAMPLES_DIR if self.out == WEIGHTS_DIR else self.out
+            write_grid(Path(samples or default) / f"{self.kind}.png", grid(shipped))
+        if self.kind != clf.KIND:  # measured with another model: say which
+            extra = {"classifier": _rel(judge.path), "eval_seed": EVAL_SEED, **(extra or {})}
+        report = {
+            "model": self.kind,
+            "seed": self.seed,
+            "epochs": self.config.epochs,
+            "steps": self.steps,
+            "train_seconds": round(seconds, 1),
+            "device": str(self.device),
+            "threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "trained_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "config": asdict(model_config),
+            "train_config": asdict(self.config),
+            "metrics": metrics,
+            "metric_notes": METRIC_NOTES[self.kind],
+            **(extra or {}),
+        }
+        (self.out / f"{self.kind}.json").write_text(json.dumps(report, indent=2) + "\n")
+        return report
+
+
+def write_grid(path: Path, grid: np.ndarray) -> None:
+    """Write a uint8 sample grid as a PNG drawn at twice its size, so digits are easy to see."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(encode_png(grid.repeat(2, axis=0).repeat(2, axis=1)))
 
 
 def _sig(x: float, digits: int = 4) -> float:
@@ -262,18 +367,25 @@ def _sig(x: float, digits: int = 4) -> float:
     return float(f"{x:.{digits}g}")
 
 
-def _log(msg: str, quiet: bool) -> None:
-    if not quiet:
-        print(msg, file=sys.stderr, flush=True)
-
-
-def _steps_budget(max_steps: int | None) -> Callable[[int], bool]:
-    return lambda step: max_steps is not None and step >= max_steps
+def _rel(path: str) -> str:
+    """A path relative to the repository when it is inside it (keeps the JSON portable)."""
+    p = Path(path).resolve()
+    root = WEIGHTS_DIR.parent.parent
+    return str(p.relative_to(root)) if p.is_relative_to(root) else str(p)
 
 
 # --------------------------------------------------------------------------------------
 # Classifier.
 # --------------------------------------------------------------------------------------
+
+
+def classifier_eval(model: clf.Classifier, judge: Judge) -> dict[str, Any]:
+    """Accuracy on the held-out digits (`judge` is this same classifier)."""
+    test = test_split()
+    return {
+        "test_accuracy": round(class_accuracy(clf.predict(model, test.images), test.labels), 4),
+        "test_size": len(test),
+    }
 
 
 def train_classifier(
@@ -286,50 +398,25 @@ def train_classifier(
     quiet: bool = False,
 ) -> dict[str, Any]:
     """Train the digit CNN on the 4,000 training digits; report held-out accuracy."""
-    seed_everything(seed)
-    dev = resolve_device(device)
-    out = Path(out)
-    epochs = config.epochs if epochs is None else epochs
-    config = ClassifierTrain(**{**asdict(config), "epochs": epochs})
-    model = clf.Classifier(clf.ClassifierConfig()).to(dev)
+    run = TrainingRun.start(
+        clf.KIND, config, epochs, seed=seed, out=out, device=device, max_steps=max_steps, quiet=quiet
+    )
+    config = run.config
+    model = clf.Classifier(clf.ClassifierConfig()).to(run.device)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    train = train_split()
-    per_epoch = len(train) // config.batch_size
-    total = max(1, min(per_epoch * epochs, max_steps or 10**9))
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=total)
-    gen = torch.Generator().manual_seed(seed)
-    done = _steps_budget(max_steps)
-    step, start = 0, time.perf_counter()
-    for epoch in range(epochs):
-        model.train()
-        for x, y in batches(train, config.batch_size, gen, dev):
-            if done(step):
-                break
-            logits = model(augment(x, config, gen))
-            loss = F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            step += 1
-        _log(f"classifier epoch {epoch + 1}/{epochs} step {step} loss {loss.item():.4f}", quiet)
-        if done(step):
-            break
-    seconds = time.perf_counter() - start
-    out.mkdir(parents=True, exist_ok=True)
-    save_weights(model, model.config, out / "classifier.safetensors", clf.KIND)
-    judge = Judge.for_output(out, dev)
-    test = test_split()
-    metrics = {
-        "test_accuracy": round(judge.accuracy(test.images, test.labels), 4),
-        "test_size": len(test),
-        "real_halves_frechet_distance": judge.real_floor(),
-    }
-    _log(f"classifier metrics {metrics}", quiet)
-    return write_report(
-        out, clf.KIND, seed=seed, epochs=epochs, steps=step, seconds=seconds, device=dev,
-        model_config=model.config, train_config=config, metrics=metrics,
-    )  # fmt: skip
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=run.total_steps)
+
+    def step(x: torch.Tensor, y: torch.Tensor, i: int) -> Losses:
+        logits = model(augment(x, config, run.gen))
+        loss = F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        return {"loss": loss}
+
+    run.loop(model, step)
+    return run.finish(model, model.config, clf.load, classifier_eval)
 
 
 # --------------------------------------------------------------------------------------
@@ -368,7 +455,7 @@ def _recalibrate_bn(
     for _ in range(batches):
         z = torch.randn(256, g.config.z_dim, generator=gen).to(device)
         y = torch.randint(0, NUM_CLASSES, (256,), generator=gen).to(device)
-        g(z, gan.one_hot(y))
+        g(z, one_hot(y))
     for m in g.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             m.momentum = 0.1
@@ -392,6 +479,18 @@ def gan_grid(g: gan.Generator) -> np.ndarray:
     return image_grid(np.stack(cols, axis=1).reshape(100, 28, 28), 10, 10)  # row-major by digit
 
 
+def gan_eval(model: gan.Generator, judge: Judge) -> dict[str, float]:
+    """Class accuracy and Frechet distance of the eval digits, with and without truncation."""
+    images, labels = gan_eval_images(model)
+    metrics = judge.metrics(images, labels, "gan")
+    # The same noise without truncation, for comparison (the API always truncates).
+    untruncated = gan.Generator(replace(model.config, truncation=1.0)).to(model_device(model))
+    untruncated.load_state_dict(model.state_dict())
+    images, labels = gan_eval_images(untruncated.eval())
+    metrics.update(judge.metrics(images, labels, "gan_untruncated"))
+    return metrics
+
+
 def train_gan(
     seed: int = 0,
     epochs: int | None = None,
@@ -411,100 +510,60 @@ def train_gan(
     With `eval_every`, the EMA generator's class accuracy is logged every that many steps
     (on its own noise stream, so the training itself is unchanged) and kept as `history`.
     """
-    seed_everything(seed)
-    dev = resolve_device(device)
-    out = Path(out)
-    epochs = config.epochs if epochs is None else epochs
-    config = GANTrain(**{**asdict(config), "epochs": epochs})
+    run = TrainingRun.start(
+        gan.KIND, config, epochs, seed=seed, out=out, device=device, max_steps=max_steps, quiet=quiet
+    )
+    config, dev = run.config, run.device
     model_config = model_config or gan.GANConfig()
     g = gan.Generator(model_config).to(dev)
     d = gan.Discriminator(model_config).to(dev)
     ema = copy.deepcopy(g).requires_grad_(False)
     opt_g = torch.optim.Adam(g.parameters(), lr=config.lr_g, betas=(config.beta1, config.beta2))
     opt_d = torch.optim.Adam(d.parameters(), lr=config.lr_d, betas=(config.beta1, config.beta2))
-    train = train_split()
-    total = max(1, min(len(train) // config.batch_size * epochs, max_steps or 10**9))
     # Constant learning rate for the first half, then linear decay to zero.
-    decay = lambda step: min(1.0, 2.0 * (1.0 - step / total))  # noqa: E731
+    decay = lambda step: min(1.0, 2.0 * (1.0 - step / run.total_steps))  # noqa: E731
     scheds = [torch.optim.lr_scheduler.LambdaLR(o, decay) for o in (opt_g, opt_d)]
-    gen = torch.Generator().manual_seed(seed)
-    done = _steps_budget(max_steps)
     history: list[dict[str, float]] = []
-    judge = Judge.for_output(out, dev) if eval_every else None
-    step, start = 0, time.perf_counter()
-    for epoch in range(epochs):
-        g.train()
-        for x, y in batches(train, config.batch_size, gen, dev):
-            if done(step):
-                break
-            yh = gan.one_hot(y)
-            z = torch.randn(len(y), model_config.z_dim, generator=gen).to(dev)
-            fake = g(z, yh)  # (B, 28, 28)
-            # Critic step: real vs. detached fake under the same labels, plus the AC loss.
-            h_real = d.features(x)  # (B, 256)
-            loss_d = _d_loss(d.score(h_real, yh), real=True, kind=config.loss)
-            loss_d = loss_d + _d_loss(d(fake.detach(), yh), real=False, kind=config.loss)
-            if config.aux_weight > 0:
-                loss_d = loss_d + config.aux_weight * F.cross_entropy(d.aux(h_real), y)
-            opt_d.zero_grad(set_to_none=True)
-            loss_d.backward()
-            opt_d.step()
-            # Generator step on the same fakes.
-            h_fake = d.features(fake)
-            loss_g = _g_loss(d.score(h_fake, yh), kind=config.loss)
-            if config.aux_weight > 0:
-                loss_g = loss_g + config.aux_weight * F.cross_entropy(d.aux(h_fake), y)
-            opt_g.zero_grad(set_to_none=True)
-            loss_g.backward()
-            opt_g.step()
-            for sched in scheds:
-                sched.step()
-            _ema_update(ema, g, config.ema_decay if step >= config.ema_start else 0.0)
-            step += 1
-            if judge is not None and eval_every and step % eval_every == 0:
-                probe = copy.deepcopy(ema)
-                _recalibrate_bn(probe, torch.Generator().manual_seed(step), dev, batches=10)
-                images, labels = gan_eval_images(probe)
-                acc = judge.accuracy(images, labels)
-                history.append({"step": step, "class_accuracy": round(acc, 4)})
-                _log(f"gan step {step} EMA class accuracy {acc:.3f}", quiet)
-        _log(
-            f"gan epoch {epoch + 1}/{epochs} step {step} loss_d {loss_d.item():.3f} "
-            f"loss_g {loss_g.item():.3f} {time.perf_counter() - start:.0f}s",
-            quiet,
-        )
-        if done(step):
-            break
-    _recalibrate_bn(ema, gen, dev, recalibrate_batches)
-    seconds = time.perf_counter() - start
-    out.mkdir(parents=True, exist_ok=True)
-    save_weights(ema, model_config, out / "gan.safetensors", gan.KIND)
-    shipped = gan.load(dev, out / "gan.safetensors")
-    judge = Judge.for_output(out, dev)
-    images, labels = gan_eval_images(shipped)
-    metrics = judge.metrics(images, labels, "gan")
-    # The same noise without truncation, for comparison (the API always truncates).
-    untruncated = gan.Generator(replace(model_config, truncation=1.0)).to(dev).eval()
-    untruncated.load_state_dict(shipped.state_dict())
-    images, labels = gan_eval_images(untruncated)
-    metrics.update(judge.metrics(images, labels, "gan_untruncated"))
-    metrics["real_halves_frechet_distance"] = judge.real_floor()
-    _log(f"gan metrics {metrics}", quiet)
-    samples_dir = Path(samples) if samples else (SAMPLES_DIR if out == WEIGHTS_DIR else out)
-    write_png(samples_dir / "gan.png", gan_grid(shipped))
-    return write_report(
-        out, gan.KIND, seed=seed, epochs=epochs, steps=step, seconds=seconds, device=dev,
-        model_config=model_config, train_config=config, metrics=metrics,
-        extra={"classifier": _rel(judge.path), "eval_seed": EVAL_SEED,
-               **({"history": history} if history else {})},
+    judge = Judge.for_output(run.out, dev) if eval_every else None
+
+    def step(x: torch.Tensor, y: torch.Tensor, i: int) -> Losses:
+        yh = one_hot(y)
+        z = torch.randn(len(y), model_config.z_dim, generator=run.gen).to(dev)
+        fake = g(z, yh)  # (B, 28, 28)
+        # Critic step: real vs. detached fake under the same labels, plus the AC loss.
+        h_real = d.features(x)  # (B, 256)
+        loss_d = _d_loss(d.score(h_real, yh), real=True, kind=config.loss)
+        loss_d = loss_d + _d_loss(d(fake.detach(), yh), real=False, kind=config.loss)
+        if config.aux_weight > 0:
+            loss_d = loss_d + config.aux_weight * F.cross_entropy(d.aux(h_real), y)
+        opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        opt_d.step()
+        # Generator step on the same fakes.
+        h_fake = d.features(fake)
+        loss_g = _g_loss(d.score(h_fake, yh), kind=config.loss)
+        if config.aux_weight > 0:
+            loss_g = loss_g + config.aux_weight * F.cross_entropy(d.aux(h_fake), y)
+        opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        opt_g.step()
+        for sched in scheds:
+            sched.step()
+        _ema_update(ema, g, config.ema_decay if i >= config.ema_start else 0.0)
+        if judge is not None and eval_every and (i + 1) % eval_every == 0:
+            probe = copy.deepcopy(ema)
+            _recalibrate_bn(probe, torch.Generator().manual_seed(i + 1), dev, batches=10)
+            acc = judge.accuracy(*gan_eval_images(probe))
+            history.append({"step": i + 1, "class_accuracy": round(acc, 4)})
+            run.log(f"gan step {i + 1} EMA class accuracy {acc:.3f}")
+        return {"loss_d": loss_d, "loss_g": loss_g}
+
+    run.loop(g, step)
+    _recalibrate_bn(ema, run.gen, dev, recalibrate_batches)
+    return run.finish(
+        ema, model_config, gan.load, gan_eval, gan_grid, samples,
+        extra={"history": history} if history else None,
     )  # fmt: skip
-
-
-def _rel(path: str) -> str:
-    """A path relative to the repository when it is inside it (keeps the JSON portable)."""
-    p = Path(path).resolve()
-    root = WEIGHTS_DIR.parent.parent
-    return str(p.relative_to(root)) if p.is_relative_to(root) else str(p)
 
 
 # --------------------------------------------------------------------------------------
@@ -559,12 +618,11 @@ def train_vae(
     samples: str | Path | None = None,
     quiet: bool = False,
 ) -> dict[str, Any]:
-    """Conditional VAE with KL warm-up and cosine learning-rate decay."""
-    seed_everything(seed)
-    dev = resolve_device(device)
-    out = Path(out)
-    epochs = config.epochs if epochs is None else epochs
-    config = VAETrain(**{**asdict(config), "epochs": epochs})
+    """Conditional VAE with KL warm-up, cosine learning-rate decay and a latent adversary."""
+    run = TrainingRun.start(
+        vae.KIND, config, epochs, seed=seed, out=out, device=device, max_steps=max_steps, quiet=quiet
+    )
+    config, dev = run.config, run.device
     model_config = model_config or vae.VAEConfig()
     model = vae.CVAE(model_config).to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
@@ -572,60 +630,34 @@ def train_vae(
         nn.Linear(model_config.z_dim, 128), nn.LeakyReLU(0.2), nn.Linear(128, NUM_CLASSES)
     ).to(dev)  # fmt: skip
     opt_adv = torch.optim.Adam(adversary.parameters(), lr=config.adv_lr)
-    train = train_split()
-    per_epoch = len(train) // config.batch_size
-    total = max(1, min(per_epoch * epochs, max_steps or 10**9))
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total, eta_min=config.lr / 20)
-    warmup = max(1, config.kl_warmup_epochs * per_epoch)
-    gen = torch.Generator().manual_seed(seed)
-    done = _steps_budget(max_steps)
-    step, start = 0, time.perf_counter()
-    for epoch in range(epochs):
-        model.train()
-        for x, y in batches(train, config.batch_size, gen, dev):
-            if done(step):
-                break
-            logits, mu, logvar = model(x, vae.one_hot(y), gen)
-            beta = config.beta * min(1.0, (step + 1) / warmup)
-            loss, rec, kl = vae_loss(logits, x, mu, logvar, beta)
-            if config.adv_weight > 0:
-                # Encoder: push the adversary's guess towards uniform over the 10 digits.
-                confusion = -F.log_softmax(adversary(mu), dim=1).mean()
-                loss = loss + config.adv_weight * confusion
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            if config.adv_weight > 0:
-                # Adversary: learn to read the digit from the (frozen) posterior means.
-                adv_loss = F.cross_entropy(adversary(mu.detach()), y)
-                opt_adv.zero_grad(set_to_none=True)  # drops grads left by the confusion term
-                adv_loss.backward()
-                opt_adv.step()
-            step += 1
-        _log(
-            f"vae epoch {epoch + 1}/{epochs} step {step} rec {rec.item():.1f} kl {kl.item():.1f} "
-            f"adversary {adv_loss.item() if config.adv_weight > 0 else 0:.2f} "
-            f"{time.perf_counter() - start:.0f}s",
-            quiet,
-        )
-        if done(step):
-            break
-    seconds = time.perf_counter() - start
-    out.mkdir(parents=True, exist_ok=True)
-    save_weights(model, model_config, out / "vae.safetensors", vae.KIND)
-    shipped = vae.load(dev, out / "vae.safetensors")
-    judge = Judge.for_output(out, dev)
-    metrics = vae_eval(shipped, judge)
-    metrics["real_halves_frechet_distance"] = judge.real_floor()
-    _log(f"vae metrics {metrics}", quiet)
-    samples_dir = Path(samples) if samples else (SAMPLES_DIR if out == WEIGHTS_DIR else out)
-    write_png(samples_dir / "vae.png", vae_grid(shipped))
-    return write_report(
-        out, vae.KIND, seed=seed, epochs=epochs, steps=step, seconds=seconds, device=dev,
-        model_config=model_config, train_config=config, metrics=metrics,
-        extra={"classifier": _rel(judge.path), "eval_seed": EVAL_SEED},
-    )  # fmt: skip
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(
+        opt, T_max=run.total_steps, eta_min=config.lr / 20
+    )
+    warmup = max(1, config.kl_warmup_epochs * run.steps_per_epoch)
+
+    def step(x: torch.Tensor, y: torch.Tensor, i: int) -> Losses:
+        logits, mu, logvar = model(x, one_hot(y), run.gen)
+        beta = config.beta * min(1.0, (i + 1) / warmup)
+        loss, rec, kl = vae_loss(logits, x, mu, logvar, beta)
+        if config.adv_weight > 0:
+            # Encoder: push the adversary's guess towards uniform over the 10 digits.
+            confusion = -F.log_softmax(adversary(mu), dim=1).mean()
+            loss = loss + config.adv_weight * confusion
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if config.adv_weight == 0:
+            return {"rec": rec, "kl": kl}
+        # Adversary: learn to read the digit from the (frozen) posterior means.
+        adv_loss = F.cross_entropy(adversary(mu.detach()), y)
+        opt_adv.zero_grad(set_to_none=True)  # drops grads left by the confusion term
+        adv_loss.backward()
+        opt_adv.step()
+        return {"rec": rec, "kl": kl, "adversary": adv_loss}
+
+    run.loop(model, step)
+    return run.finish(model, model_config, vae.load, vae_eval, vae_grid, samples)
 
 
 # --------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,9 @@ from generators.data import (
     check_seed,
     check_soft_labels,
     load_model,
+    model_device,
+    split_rows,
+    validate_each,
 )
 
 KIND = "vae"
@@ -105,11 +109,6 @@ class CVAE(nn.Module):
         return self.decode_logits(z, y), mu, logvar
 
 
-def one_hot(labels: torch.Tensor) -> torch.Tensor:
-    """int labels (B,) -> float one-hot (B, 10)."""
-    return F.one_hot(labels, NUM_CLASSES).float()
-
-
 # --------------------------------------------------------------------------------------
 # Inference API used by the batching host.
 # --------------------------------------------------------------------------------------
@@ -159,51 +158,35 @@ def validate_decode(request: DecodeRequest, z_dim: int = DEFAULT_Z_DIM) -> None:
         raise ValueError(f"{len(latents)} latents but {len(cond)} labels")
 
 
-def _device(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
-def _split(arr: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
-    return [a.astype(np.float32) for a in np.split(arr, np.cumsum(sizes)[:-1])]
-
-
 def encode_batch(model: CVAE, requests: Sequence[EncodeRequest]) -> list[np.ndarray]:
     """Posterior means (n, z_dim) per request, deterministic, in one forward pass."""
-    for i, req in enumerate(requests):
-        try:
-            validate_encode(req)
-        except ValueError as e:
-            raise ValueError(f"encode request {i}: {e}") from None
+    validate_each(requests, validate_encode, "encode")
     if not requests:
         return []
     sizes = [len(r.labels) for r in requests]
     x = np.concatenate([check_images(r.images) for r in requests])  # (N, 28, 28)
     y = np.concatenate([_condition(r.labels) for r in requests])  # (N, 10)
-    dev = _device(model)
+    dev = model_device(model)
     with torch.inference_mode():
         mu, _ = model.encode(torch.from_numpy(x).to(dev), torch.from_numpy(y).to(dev))
         out = mu.float().cpu().numpy()  # (N, z_dim)
-    return _split(out, sizes)
+    return split_rows(out, sizes)
 
 
 def decode_batch(model: CVAE, requests: Sequence[DecodeRequest]) -> list[np.ndarray]:
     """Images (n, 28, 28) float32 in [0, 1] per request, in one forward pass."""
     z_dim = model.config.z_dim
-    for i, req in enumerate(requests):
-        try:
-            validate_decode(req, z_dim)
-        except ValueError as e:
-            raise ValueError(f"decode request {i}: {e}") from None
+    validate_each(requests, partial(validate_decode, z_dim=z_dim), "decode")
     if not requests:
         return []
     sizes = [len(r.latents) for r in requests]
     z = np.concatenate([check_matrix(r.latents, z_dim, "latents") for r in requests])
     y = np.concatenate([_condition(r.labels) for r in requests])  # (N, 10)
-    dev = _device(model)
+    dev = model_device(model)
     with torch.inference_mode():
         out = model.decode(torch.from_numpy(z).to(dev), torch.from_numpy(y).to(dev))
         images = out.float().cpu().numpy()  # (N, 28, 28)
-    return _split(images, sizes)
+    return split_rows(images, sizes)
 
 
 def interpolate(a: np.ndarray, b: np.ndarray, steps: int) -> np.ndarray:

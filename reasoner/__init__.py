@@ -14,29 +14,38 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from reasoner import checks
     from reasoner._exceptions import (
+        BackendError,
         ClusterError,
         ExpressionError,
+        GenerationError,
         GeneratorMissingError,
         InputError,
         LeaseLostError,
         OutputError,
+        PlanChangedError,
         PlanError,
         PlanningError,
         ReasonerError,
         RunBusyError,
         StoreError,
         UnknownPlanError,
+        UsageError,
     )
     from reasoner.arrays import Array, Image
     from reasoner.context import Context
     from reasoner.engine import Engine, default_engine
     from reasoner.events import Event
-    from reasoner.plan import Plan, Step
+    from reasoner.plan import CompiledPlan, Plan, Step
     from reasoner.registry import known_plans, load_plan
     from reasoner.run import Run, StepRun
 
 _EXPORTS = {
     "checks": "reasoner.checks",
+    "BackendError": "reasoner._exceptions",
+    "GenerationError": "reasoner._exceptions",
+    "PlanChangedError": "reasoner._exceptions",
+    "UsageError": "reasoner._exceptions",
+    "CompiledPlan": "reasoner.plan",
     "ClusterError": "reasoner._exceptions",
     "PlanningError": "reasoner._exceptions",
     "ExpressionError": "reasoner._exceptions",
@@ -63,7 +72,12 @@ _EXPORTS = {
     "StepRun": "reasoner.run",
 }
 __all__ = [
+    "BackendError",
     "ClusterError",
+    "CompiledPlan",
+    "GenerationError",
+    "PlanChangedError",
+    "UsageError",
     "ExpressionError",
     "PlanningError",
     "Array",

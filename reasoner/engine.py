@@ -129,7 +129,7 @@ class Engine:
         task = validate_input(plan, input)
         compiled = plan.compile(task)
         check_generators(compiled, self.generators)
-        record = RunRecord.model_construct(  # every field is built here, already valid
+        record = RunRecord(
             run_id=run_id or os.urandom(8).hex(),
             plan=plan.name,
             plan_ref=plan_ref(plan),

@@ -334,9 +334,11 @@ class Execution:
                 continue
             state = "ok"
             while node.settled < len(node.producers):
-                state = self._subtree(self.nodes[node.producers[node.settled]])
-                if state != "ok":
-                    break  # an unfinished producer will look again when it settles
+                producer = self.nodes[node.producers[node.settled]]
+                if producer.status != "succeeded" or producer.children:  # else plainly done
+                    state = self._subtree(producer)
+                    if state != "ok":
+                        break  # an unfinished producer will look again when it settles
                 node.settled += 1
             if state == "failed":
                 self._mark(node, "skipped")

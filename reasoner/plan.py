@@ -93,10 +93,7 @@ class Step:
     checks: list[Check] = field(default_factory=list)
     takes_ctx: bool = False
     is_async: bool = True  # a plain `def` step runs in a worker thread, off the event loop
-
-    @property
-    def checks_take_ctx(self) -> bool:
-        return any(CTX in check.params for check in self.checks)
+    checks_take_ctx: bool = False  # kept as checks are added: read once per node, per run
 
     def check(self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None) -> Any:
         """Register a consistency check (sync or async) on this step's output."""
@@ -115,6 +112,7 @@ class Step:
             if any(c.name == check_name for c in self.checks):
                 raise PlanError(f"step {self.name!r} already has a check named {check_name!r}")
             self.checks.append(Check(check_name, fn, params, inspect.iscoroutinefunction(fn)))
+            self.checks_take_ctx = self.checks_take_ctx or CTX in params
             return fn
 
         return register(fn) if fn is not None else register

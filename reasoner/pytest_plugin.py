@@ -19,20 +19,21 @@ import pytest_asyncio
 
 if TYPE_CHECKING:
     from reasoner.engine import Engine
+    from reasoner.handles import ProjectHandles
 
 # The engine and the fakes are imported inside the fixtures: this module loads in every
 # pytest session of every project that installs the package, and should cost nothing there.
 
 
 @pytest.fixture
-def reasoner_fakes() -> dict[str, Any]:
+def reasoner_fakes() -> ProjectHandles:
     from reasoner.testing import fake_generators
 
     return fake_generators()
 
 
 @pytest.fixture
-def reasoner_engine(tmp_path: Path, reasoner_fakes: dict[str, Any]) -> Iterator[Engine]:
+def reasoner_engine(tmp_path: Path, reasoner_fakes: ProjectHandles) -> Iterator[Engine]:
     from reasoner.engine import Engine
 
     engine = Engine(tmp_path / "runs.db", generators=reasoner_fakes)

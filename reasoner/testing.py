@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from reasoner.handles import HANDLES, ProjectHandles, Prompt
-from reasoner.run import Run
+from reasoner.run import Run, excerpt
 
 # Seven segments (a top, b top-right, c bottom-right, d bottom, e bottom-left, f top-left,
 # g middle) as (row0, col0, row1, col1) boxes on a 28x28 canvas.
@@ -228,17 +227,6 @@ def fake_generators(**overrides: Any) -> ProjectHandles:
     return fakes
 
 
-def _excerpt(output: Any, limit: int = 200) -> str:
-    if output is None:
-        return "(no output)"
-    text = json.dumps(
-        output.model_dump(),
-        default=lambda v: f"<{v.dtype} array {'x'.join(map(str, v.shape))}>"
-        if hasattr(v, "shape") else str(v),
-    )
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def assert_coherent(run: Run, min_step: float | None = None, min_edge: float | None = None) -> None:
     """Fail, naming the step or edge, its score, the threshold, why, and what it made.
 
@@ -254,14 +242,14 @@ def assert_coherent(run: Run, min_step: float | None = None, min_edge: float | N
         elif min_step is not None and step.score is not None and step.score < min_step:
             problems.append(
                 f"step {step.step!r} scores {step.score:.3f} < min_step {min_step:.3f} "
-                f"({'; '.join(step.reasons)}); output: {_excerpt(output)}"
+                f"({'; '.join(step.reasons)}); output: {excerpt(output)}"
             )
     for edge in report.edges:
         if min_edge is not None and edge.score < min_edge:
             problems.append(
                 f"edge {edge.producer!r} -> {edge.consumer!r} scores {edge.score:.3f} < min_edge "
                 f"{min_edge:.3f} ({edge.metric}: {edge.detail}); "
-                f"output of {edge.consumer!r}: {_excerpt(run.steps[edge.consumer].output)}"
+                f"output of {edge.consumer!r}: {excerpt(run.steps[edge.consumer].output)}"
             )
     if problems:
         raise AssertionError(f"run {run.run_id} of plan {run.plan!r} is not coherent:\n  "

@@ -227,3 +227,34 @@ async def test_backtracks_and_spawns_survive_a_resume(tmp_path: Path) -> None:
     assert run.status == "succeeded" and run.output("total").k == 3
     assert [(b.failed, b.target) for b in run.backtracks] == [("grow", "parent")]
     assert calls == {"parent": 2, "grow": 2, "leaf0": 1, "leaf1": 1, "leaf2": 2}
+
+
+async def test_resume_refuses_a_plan_whose_graph_changed(tmp_path: Path) -> None:
+    from pydantic import BaseModel
+
+    from reasoner import Plan, PlanChangedError
+
+    class N(BaseModel):
+        n: int
+
+    def build(extra: bool) -> Plan:
+        plan = Plan("shifting", input=N)
+
+        async def first(task: N) -> N:
+            return N(n=task.n + 1)
+
+        plan.add_step(first)
+        if extra:
+            async def second(first: N) -> N:
+                return first
+
+            plan.add_step(second)
+        return plan
+
+    engine = Engine(tmp_path / "runs.db")
+    run = await engine.run(build(False), N(n=1), run_id="r")
+    record = engine.store.load("r").record
+    assert record.shape is not None and [s.name for s in record.shape.steps] == ["first"]
+    with pytest.raises(PlanChangedError, match="plan 'shifting' has changed.*'second' is new"):
+        await engine.resume("r", build(True))
+    assert (await engine.resume("r", build(False))).outputs == run.outputs  # same graph: fine

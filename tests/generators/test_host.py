@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from generators import Batcher, BatchRecord, Host, HostClosed
+from generators.host import _Handle
 
 
 class Recorder:
@@ -198,10 +199,12 @@ async def test_subscribers_receive_batch_records():
     assert record.forward_s >= 0 and len(record.queue_wait_s) == 1
 
 
-def test_handles_cover_every_model():
-    host = Host("cpu")
-    assert set(host.handles()) == {"lm", "gan", "vae", "classifier", "embedder"}
-    assert host.handles()["lm"] is host.lm
+async def test_handles_lists_every_handle_the_host_holds_under_its_attribute_name():
+    async with Host("cpu") as host:
+        held = {name: value for name, value in vars(host).items() if isinstance(value, _Handle)}
+        assert host.handles() == held
+        # The name is also the model the handle loads and submits to (and its stats key).
+        assert all(handle.model == name for name, handle in held.items())
 
 
 async def test_image_handles_for_real():

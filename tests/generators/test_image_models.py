@@ -1,36 +1,34 @@
-"""The shipped image models: shapes, ranges, seeded reproducibility, request validation."""
+"""The shipped image models: shapes, ranges, seeded reproducibility, request validation,
+and what the weights actually do on CPU."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
 
 import numpy as np
 import pytest
 
 from generators import classifier as clf
-from generators import data, gan, metrics, vae
+from generators import data, gan, metrics, train, vae
+from reasoner.arrays import decode_png
 
 # CPU kernels can round differently for different batch sizes; a request's output must
 # not depend on its batch neighbours beyond that.
 BATCH_ATOL = 1e-5
 
-
-@pytest.fixture(scope="module")
-def judge() -> clf.Classifier:
-    return clf.load()
+T = TypeVar("T")
 
 
-@pytest.fixture(scope="module")
-def generator() -> gan.Generator:
-    return gan.load()
+def _once_per_module(load: Callable[[], T]) -> Callable[[], T]:
+    """A fixture named after the variable it is assigned to, made by `load` once per module."""
+    return pytest.fixture(scope="module")(lambda: load())
 
 
-@pytest.fixture(scope="module")
-def cvae() -> vae.CVAE:
-    return vae.load()
-
-
-@pytest.fixture(scope="module")
-def held_out() -> data.Split:
-    return data.test_split()
+judge = _once_per_module(clf.load)
+generator = _once_per_module(gan.load)
+cvae = _once_per_module(vae.load)
+held_out = _once_per_module(data.test_split)
 
 
 def _assert_images(x: np.ndarray, n: int) -> None:
@@ -57,7 +55,7 @@ def test_split_is_stratified_and_disjoint() -> None:
 # ------------------------------------------------------------------------- classifier
 
 
-def test_classifier_batch_shapes_and_accuracy(judge: clf.Classifier, held_out) -> None:
+def test_classifier_batch_shapes(judge: clf.Classifier, held_out) -> None:
     reqs = [clf.ClassifyRequest(held_out.images[:150]), clf.ClassifyRequest(
         held_out.images[150:300])]  # fmt: skip
     out = clf.classify_batch(judge, reqs)
@@ -67,8 +65,6 @@ def test_classifier_batch_shapes_and_accuracy(judge: clf.Classifier, held_out) -
         assert r.probs.dtype == np.float32 and r.probs.shape == (150, 10)
         np.testing.assert_allclose(r.probs.sum(axis=1), 1.0, atol=1e-5)
         assert (r.labels == r.probs.argmax(axis=1)).all()
-    predicted = np.concatenate([r.labels for r in out])
-    assert (predicted == held_out.labels[:300]).mean() >= 0.97
 
 
 def test_classifier_request_independent_of_batch(judge: clf.Classifier, held_out) -> None:
@@ -121,13 +117,6 @@ def test_gan_shared_style(generator: gan.Generator) -> None:
     assert np.abs(free[0] - free[1]).max() > 0.1
 
 
-def test_classifier_reads_back_gan_digits(generator: gan.Generator, judge) -> None:
-    reqs = [gan.GenerateRequest(tuple(range(10)), seed=s) for s in (0, 1, 2, 3)]
-    images = np.concatenate(gan.generate_batch(generator, reqs))
-    predicted = clf.predict(judge, images)
-    assert (predicted == np.tile(np.arange(10), 4)).mean() >= 0.95
-
-
 @pytest.mark.parametrize(
     ("request_", "match"),
     [
@@ -173,14 +162,6 @@ def test_vae_requests_independent_of_batch(cvae: vae.CVAE, held_out) -> None:
     dec_alone = vae.decode_batch(cvae, [mine])[0]
     dec_shared = vae.decode_batch(cvae, [*dec_others[:1], mine, *dec_others[1:]])[1]
     np.testing.assert_allclose(dec_alone, dec_shared, atol=BATCH_ATOL)
-
-
-def test_vae_reconstructions_read_back(cvae: vae.CVAE, judge, held_out) -> None:
-    x, labels = held_out.images[::10], held_out.labels[::10]  # 100, 10 per class
-    y = tuple(int(v) for v in labels)
-    z = vae.encode_batch(cvae, [vae.EncodeRequest(x, y)])[0]
-    recon = vae.decode_batch(cvae, [vae.DecodeRequest(z, y)])[0]
-    assert (clf.predict(judge, recon) == labels).mean() >= 0.95
 
 
 def test_vae_soft_labels_decode(cvae: vae.CVAE, judge) -> None:
@@ -285,17 +266,6 @@ def test_load_rejects_wrong_or_missing_file(tmp_path) -> None:
         vae.load(path=tmp_path / "missing.safetensors")
 
 
-def test_shipped_metrics_meet_targets() -> None:
-    import json
-
-    def report(kind: str) -> dict:
-        return json.loads((data.WEIGHTS_DIR / f"{kind}.json").read_text())["metrics"]
-
-    assert report("classifier")["test_accuracy"] >= 0.97
-    assert report("gan")["gan_class_accuracy"] >= 0.95
-    assert report("vae")["vae_recon_class_accuracy"] >= 0.95
-
-
 def test_frechet_distance_known_values() -> None:
     rng = np.random.default_rng(0)
     a = rng.normal(size=(400, 8))
@@ -309,12 +279,42 @@ def test_frechet_distance_known_values() -> None:
     assert metrics.frechet_distance(a, 3 * a) == pytest.approx(4 * cov_tr, rel=1e-6)
 
 
-def test_png_writer_roundtrip(tmp_path) -> None:
+def test_sample_grid_png_roundtrip(tmp_path) -> None:
     images = np.random.default_rng(1).random((6, 28, 28)).astype(np.float32)
     grid = metrics.image_grid(images, 2, 3)
     path = tmp_path / "g.png"
-    metrics.write_png(path, grid, scale=1)
-    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    from reasoner.arrays import decode_png  # an independent decoder, with all five filters
+    train.write_grid(path, grid)
+    # Decoded by an independent reader (all five PNG filters), drawn at twice the size.
+    np.testing.assert_array_equal(decode_png(path.read_bytes()), grid.repeat(2, 0).repeat(2, 1))
 
-    np.testing.assert_array_equal(decode_png(path.read_bytes()), grid)
+
+# ------------------------------------------------- what the shipped weights actually do
+# Measured on CPU on fixed samples, against the targets the weights were trained to.
+
+SAMPLE = np.random.default_rng(0).choice(data.NUM_CLASSES * data.TEST_PER_CLASS, 300, replace=False)
+
+
+def test_classifier_reads_held_out_digits(judge: clf.Classifier, held_out) -> None:
+    predicted = clf.predict(judge, held_out.images[SAMPLE])
+    assert (predicted == held_out.labels[SAMPLE]).mean() >= 0.97
+
+
+def test_classifier_reads_back_gan_digits(generator: gan.Generator, judge) -> None:
+    """200 digits, 20 of each, every one in its own handwriting (its own noise)."""
+    labels = np.tile(np.arange(10), 20)
+    reqs = [
+        gan.GenerateRequest(tuple(int(v) for v in labels[i : i + 10]), seed=i, shared_style=False)
+        for i in range(0, len(labels), 10)
+    ]
+    images = np.concatenate(gan.generate_batch(generator, reqs))
+    assert (clf.predict(judge, images) == labels).mean() >= 0.95
+
+
+def test_vae_reconstructs_held_out_digits(cvae: vae.CVAE, judge, held_out) -> None:
+    x, labels = held_out.images[SAMPLE], held_out.labels[SAMPLE]
+    y = tuple(int(v) for v in labels)
+    z = vae.encode_batch(cvae, [vae.EncodeRequest(x, y)])[0]
+    recon = vae.decode_batch(cvae, [vae.DecodeRequest(z, y)])[0]
+    # Predicting every digit as the mean training image scores ~0.067.
+    assert float(((recon - x) ** 2).mean()) <= 0.025
+    assert (clf.predict(judge, recon) == labels).mean() >= 0.95
