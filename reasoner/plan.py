@@ -239,40 +239,29 @@ class Plan:
         uses: Sequence[str] = (),
         backtrack: bool = True,
         inputs: dict[str, str | Sequence[str]] | None = None,
+        template: bool = False,
+        required: bool = True,
     ) -> Any:
         """Decorator adding a step; usable bare (`@plan.step`) or with options.
 
         `timeout` bounds each attempt, the step and its checks together. An `async def`
         step is cancelled at its next await; a plain `def` step runs in a worker thread,
         which cannot be interrupted: the attempt fails on time and the thread's result
-        is dropped when it ends.
+        is dropped when it ends. `template` and `required`: see `template`.
         """
 
         def register(fn: Callable[..., Any]) -> Step:
-            return self.add_step(fn, name=name, inputs=inputs, retries=retries,
-                                 timeout=timeout, uses=uses, backtrack=backtrack)
+            return self.add_step(fn, name=name, inputs=inputs, template=template, retries=retries,
+                                 timeout=timeout, uses=uses, backtrack=backtrack, required=required)
 
         return register(fn) if fn is not None else register
 
-    def template(
-        self,
-        fn: Callable[..., Any] | None = None,
-        /,
-        *,
-        name: str | None = None,
-        retries: int = 0,
-        timeout: float | None = None,
-        uses: Sequence[str] = (),
-        backtrack: bool = True,
-        required: bool = True,
-    ) -> Any:
-        """Decorator for a step that only runs when spawned; it takes one payload model."""
+    def template(self, fn: Callable[..., Any] | None = None, /, **options: Any) -> Any:
+        """Decorator for a step that only runs when spawned (`ctx.spawn`); it takes one payload.
 
-        def register(fn: Callable[..., Any]) -> Step:
-            return self.add_step(fn, name=name, template=True, retries=retries, timeout=timeout,
-                                 uses=uses, backtrack=backtrack, required=required)
-
-        return register(fn) if fn is not None else register
+        Options as for `step`; `required=False` lets the run succeed when a spawned node fails.
+        """
+        return self.step(fn, template=True, **options)
 
     def add_step(
         self,
