@@ -47,7 +47,7 @@ from reasoner.records import (
     RunRecord,
     Status,
 )
-from reasoner.run import Run, StepRun
+from reasoner.run import Run, StepRun, read_run
 from reasoner.runtime import Runtime
 from reasoner.store import StoredRun, dump_output, load_output
 
@@ -77,20 +77,19 @@ async def continue_run(runtime: Runtime, stored: StoredRun, plan: Plan) -> Run:
             f"run {record.run_id!r} cannot resume: plan {plan.name!r} has changed since it "
             f"started ({_shape_change(record.shape, compiled.shape)}); start a new run"
         )
-    execution = Execution(runtime, compiled, record, task, stored)
     if record.status in ("succeeded", "failed"):
-        return execution.to_run()
+        return read_run(stored, compiled)
     check_generators(compiled, runtime.generators)
-    return await execution.execute()
+    return await Execution(runtime, compiled, record, task, stored).execute()
 
 
 def _shape_change(old: PlanShape, new: PlanShape) -> str:
     """The first difference between two graphs, in words."""
     before, after = {s.name: s for s in old.steps}, {s.name: s for s in new.steps}
-    for name in before.keys() - after.keys():
-        return f"step {name!r} is gone"
-    for name in after.keys() - before.keys():
-        return f"step {name!r} is new"
+    if gone := sorted(before.keys() - after.keys()):
+        return f"step {gone[0]!r} is gone"
+    if new := sorted(after.keys() - before.keys()):
+        return f"step {new[0]!r} is new"
     for name, step in after.items():
         if step != before[name]:
             return (f"step {name!r} was {before[name].output} taking {before[name].takes}, "

@@ -162,50 +162,46 @@ def finite_json(value: Any) -> Any:
 def read_run(stored: StoredRun, plan: CompiledPlan | None = None) -> Run:
     """The Run a store's record describes; never imports user code when `plan` is None."""
     record, shape = stored.record, stored.record.shape
+    # Each step's output model: the plan's class, or without the plan the class's name.
+    outputs: dict[str, type[BaseModel] | str]
+    templates: dict[str, type[BaseModel] | str]
     if plan is not None:
         task: BaseModel = plan.input.model_validate_json(record.input)
-        static = list(plan.steps)
-        links = [(p, name) for name in plan.steps for p in plan.producers[name]]
         outputs = {name: step.output for name, step in plan.steps.items()}
         templates = {name: step.output for name, step in plan.templates.items()}
-    else:
-        task = _untyped("Input" if shape is None else shape.input, record.input, stored)
-        static = [s.name for s in shape.steps] if shape is not None else _static_names(stored)
-        links = [(p, s.name) for s in shape.steps for p in s.takes] if shape is not None else []
-        outputs, templates = {}, {}
-    states = stored.states(static)
+        links = [(p, name) for name in plan.steps for p in plan.producers[name]]
+    elif shape is not None:
+        task = _untyped(shape.input, record.input, stored)
+        outputs = {s.name: s.output for s in shape.steps}
+        templates = dict(shape.templates)
+        links = [(p, s.name) for s in shape.steps for p in s.takes]
+    else:  # stored before runs kept their graph: steps in the order they first ran, no edges
+        task = _untyped("Input", record.input, stored)
+        outputs = dict.fromkeys(_static_names(stored), "Output")
+        templates, links = {}, []
     runs: dict[str, StepRun] = {}
-    for name, state in states.items():
+    for name, state in stored.states(list(outputs)).items():
         row = state.row
-        model = (templates.get(row.template or "") if row.parent else outputs.get(name))
+        template = row.template if row.parent else None
+        model = templates.get(template or "", "Output") if template else outputs[name]
         output = None
         if state.output is not None:
-            if model is not None:
-                output = model.model_validate_json(state.output, context={"blobs": stored.blobs})
-            else:
-                kind = _output_name(shape, row.template if row.parent else name, row.parent)
-                output = _untyped(kind, state.output, stored)
+            output = (_untyped(model, state.output, stored) if isinstance(model, str) else
+                      model.model_validate_json(state.output, context={"blobs": stored.blobs}))
         runs[name] = StepRun(name, state.status, row.generation, state.attempts, output,
-                             row.template if row.parent else None, row.parent)
-    links += [(r.parent, name) for name, r in ((n, s.row) for n, s in states.items()) if r.parent]
+                             template, row.parent)
+        if row.parent:
+            links.append((row.parent, name))
     return Run(record.run_id, record.plan, record.status, record.seed, task, runs,
                list(stored.backtracks), record.created_at, record.error, record.finished_at,
                list(stored.edges), links)
 
 
 def _static_names(stored: StoredRun) -> list[str]:
-    """A run stored before graphs were kept: its steps in the order they first ran."""
+    """The steps (not spawned nodes) of a run that kept no graph, in the order they first ran."""
     names = dict.fromkeys(a.record.node for a in stored.attempts)
     names.update(dict.fromkeys(stored.nodes))
     return [n for n in names if n not in stored.nodes or stored.nodes[n].parent is None]
-
-
-def _output_name(shape: Any, step: str | None, parent: str | None) -> str:
-    if shape is None or step is None:
-        return "Output"
-    if parent is not None:
-        return str(shape.templates.get(step, "Output"))
-    return next((s.output for s in shape.steps if s.name == step), "Output")
 
 
 def _untyped(name: str, text: str, stored: StoredRun) -> BaseModel:
