@@ -38,6 +38,7 @@ class StepScore(BaseModel):
     attempts: int
     backtracks: int  # backtracks this step caused or received
     reasons: list[str]  # the verdicts behind the score
+    confidence: float | None = None  # a voted step's share of agreeing samples
 
 
 class Coherence(BaseModel):

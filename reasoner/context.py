@@ -1,11 +1,16 @@
 """The `ctx` a step receives: its seed and attempt, generator handles, a logger,
 and `spawn` for steps that grow the graph at run time.
+
+Generator handles reached through `ctx` are metered: every call of an async
+method is counted by generator name, with the tokens its result reports, in
+`ctx.compute`, which the attempt's record keeps.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import inspect
 import logging
 import random
 from collections.abc import Mapping
@@ -15,7 +20,7 @@ from pydantic import BaseModel
 
 from reasoner._exceptions import GeneratorMissingError, OutputError
 from reasoner.plan import SPAWN_SEPARATOR, Step
-from reasoner.records import CheckRecord
+from reasoner.records import CheckRecord, Compute
 
 
 class RunView(Protocol):
@@ -28,6 +33,31 @@ class RunView(Protocol):
 
     def expansion_outputs(self, step: str) -> dict[str, BaseModel]: ...
 
+    def compute(self, step: str) -> Compute: ...
+
+
+class _Metered:
+    """A generator handle whose async calls are counted into an attempt's `Compute`."""
+
+    __slots__ = ("_handle", "_name", "_compute")
+
+    def __init__(self, handle: Any, name: str, compute: Compute) -> None:
+        self._handle, self._name, self._compute = handle, name, compute
+
+    def __getattr__(self, attribute: str) -> Any:
+        value = getattr(self._handle, attribute)
+        if not inspect.iscoroutinefunction(value):
+            return value
+        compute, name = self._compute, self._name
+
+        @functools.wraps(value)
+        async def metered(*args: Any, **kwargs: Any) -> Any:
+            result = await value(*args, **kwargs)
+            compute.count(name, result)
+            return result
+
+        return metered
+
 
 @functools.lru_cache(maxsize=65536)  # map runs every input with one seed: the same seeds recur
 def derive_seed(run_seed: int, node: str, generation: int, attempt: int) -> int:
@@ -39,8 +69,8 @@ def derive_seed(run_seed: int, node: str, generation: int, attempt: int) -> int:
 class Context:
     """Per-attempt context. Generator handles resolve by name: `ctx.lm`, `ctx.gan`, ..."""
 
-    __slots__ = ("run_id", "step", "seed", "attempt", "generation", "_step", "_generators",
-                 "_run", "_spawned", "_log")  # fmt: skip
+    __slots__ = ("run_id", "step", "seed", "attempt", "generation", "compute", "_step",
+                 "_generators", "_run", "_spawned", "_log")  # fmt: skip
 
     def __init__(
         self,
@@ -58,6 +88,7 @@ class Context:
         self.seed = seed
         self.attempt = attempt
         self.generation = generation
+        self.compute = Compute()  # what this attempt has spent so far
         self._step = step
         self._generators = generators
         self._run = run
@@ -73,7 +104,7 @@ class Context:
                 f"step {self.step!r} uses generator {name!r} but declares uses={uses!r}"
             )
         try:
-            return self._generators[name]
+            return _Metered(self._generators[name], name, self.compute)
         except KeyError:
             known = ", ".join(sorted(self._generators)) or "none"
             raise GeneratorMissingError(
@@ -132,3 +163,7 @@ class Context:
     def expansion(self, step: str) -> dict[str, BaseModel]:
         """Outputs of every node spawned below `step` (at any depth) that succeeded."""
         return {} if self._run is None else self._run.expansion_outputs(step)
+
+    def spent(self, step: str) -> Compute:
+        """What finished `step` and every node spawned below it spent, all attempts counted."""
+        return Compute() if self._run is None else self._run.compute(step)

@@ -8,10 +8,17 @@ How a run proceeds:
   runtime's concurrency bounds and the step's timeout), coerce and check the
   output. A raised exception, a timeout, a pydantic ValidationError or a
   failed check is a failed attempt; the next attempt gets a new seed.
+- A sampled step (`samples=N`) runs its attempts N at a time, a round; each
+  sample is committed as it finishes, and when the round is over (or, with
+  `select="first"`, at the first sample that passes) one passing sample is
+  chosen and the node's row says which. A round with no passing sample is a
+  failed try, as one failed attempt is for an unsampled step.
 - When a node's retries are spent, the executor backtracks: it picks the
   nearest ancestor that allows it, regenerates it and re-runs everything
-  below, within the run's backtrack budget. When nothing is left, the node
-  fails, the nodes below it are skipped, and independent branches go on.
+  below, within the run's backtrack budget. When nothing is left, a step with
+  `on_exhausted="best"` keeps its best-scoring attempt and is `degraded`;
+  otherwise the node fails, the nodes below it are skipped, and independent
+  branches go on.
 - A success is committed to the store (its attempt row, and the rows of any
   children it spawned) before any dependant starts (`await store.synced()`),
   so a killed run resumes exactly. Steps finishing in the same loop tick, in
@@ -28,8 +35,9 @@ import asyncio
 import math
 import time
 import traceback
+from collections import Counter
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
@@ -39,9 +47,12 @@ from reasoner.coherence import EdgeScore, score_edge
 from reasoner.context import Context, derive_seed
 from reasoner.plan import CTX, OUTPUT_NAMES, Binding, CompiledPlan, Plan, Step, validate_input
 from reasoner.records import (
+    DONE,
+    FINISHED,
     AttemptRecord,
     BacktrackRecord,
     CheckRecord,
+    Compute,
     NodeRecord,
     PlanShape,
     RunRecord,
@@ -77,7 +88,7 @@ async def continue_run(runtime: Runtime, stored: StoredRun, plan: Plan) -> Run:
             f"run {record.run_id!r} cannot resume: plan {plan.name!r} has changed since it "
             f"started ({_shape_change(record.shape, compiled.shape)}); start a new run"
         )
-    if record.status in ("succeeded", "failed"):
+    if record.status in FINISHED:
         return read_run(stored, compiled)
     check_generators(compiled, runtime.generators)
     return await Execution(runtime, compiled, record, task, stored).execute()
@@ -104,7 +115,7 @@ class _Node:
 
     __slots__ = ("name", "step", "bindings", "producers", "dependants", "children", "parent",
                  "payload", "generation", "status", "attempts", "ordinal", "output", "task",
-                 "wants_ctx", "settled")
+                 "wants_ctx", "settled", "tried", "standing", "confidence", "votes")
 
     def __init__(self, name: str, step: Step, bindings: tuple[Binding, ...],
                  producers: tuple[str, ...], dependants: tuple[str, ...]) -> None:
@@ -118,19 +129,33 @@ class _Node:
         self.payload: BaseModel | None = None
         self.generation = 0
         self.status: Status = "pending"
-        self.attempts = 0  # in the current generation
+        self.attempts = 0  # the highest attempt number of the current generation
         self.ordinal = 0
         self.output: BaseModel | None = None
         self.task: asyncio.Task[None] | None = None
         self.wants_ctx = step.takes_ctx or step.checks_take_ctx
         self.settled = 0  # producers[:settled] are known to be done, so scans resume there
+        self.tried: dict[int, _Tried] = {}  # the current generation's attempts, by number
+        self.standing: AttemptRecord | None = None  # the attempt whose output stands
+        self.confidence: float | None = None
+        self.votes: dict[str, int] = {}
 
     def record(self) -> NodeRecord:
+        chosen = self.standing.attempt if self.standing and self.status in DONE else None
         return NodeRecord(
             name=self.name, template=self.step.name if self.parent else None, parent=self.parent,
             payload=self.payload.model_dump_json() if self.payload is not None else None,
             generation=self.generation, status=self.status, ordinal=self.ordinal,
+            chosen=chosen, confidence=self.confidence, votes=self.votes,
         )
+
+    def reset(self) -> None:
+        """Forget the current generation's attempts and output (a backtrack regenerates it)."""
+        self.children = []
+        self.output = self.standing = self.confidence = None
+        self.tried, self.votes = {}, {}
+        self.generation += 1
+        self.attempts = self.settled = 0
 
 
 class _Reached:
@@ -141,6 +166,28 @@ class _Reached:
     def __init__(self) -> None:
         self.output: BaseModel | None = None
         self.checks: list[CheckRecord] = []
+
+
+class _Tried:
+    """A finished attempt: its record, its output (if it made one), its vote and spawns."""
+
+    __slots__ = ("record", "output", "key", "spawned")
+
+    def __init__(self, record: AttemptRecord, output: BaseModel | None, key: Any = None,
+                 spawned: tuple[tuple[str, Step, BaseModel], ...] = ()) -> None:
+        self.record = record
+        self.output = output
+        self.key = key  # the answer it votes for (select="vote")
+        self.spawned = spawned  # the children it asked for, spawned if it is chosen
+
+    @property
+    def passed(self) -> bool:
+        return self.record.status != "failed"
+
+    @property
+    def rank(self) -> tuple[float, float]:
+        """Higher is better: the mean check score, then the earlier attempt."""
+        return self.record.score, -self.record.attempt
 
 
 def _payload_type(step: Step) -> type[BaseModel]:
@@ -195,9 +242,20 @@ class Execution:
                 self._ordinal = max(self._ordinal, row.ordinal)
             node = self.nodes[name]
             node.generation, node.ordinal, node.attempts = row.generation, row.ordinal, state.current
-            node.status = state.status
-            if state.output is not None:
-                node.output = load_output(node.step.output, state.output, stored.blobs)
+            node.status, node.standing = state.status, state.standing
+            node.confidence, node.votes = row.confidence, dict(row.votes)
+            vote = node.step.options.vote
+            for attempt in state.attempts:
+                if attempt.generation != row.generation:
+                    continue
+                text = state.outputs.get(attempt.attempt)
+                output = None if text is None else load_output(node.step.output, text, stored.blobs)
+                key = None
+                if vote is not None and output is not None and attempt.status != "failed":
+                    key = vote(output)
+                node.tried[attempt.attempt] = _Tried(attempt, output, key)
+            if node.standing is not None:
+                node.output = node.tried[node.standing.attempt].output
             self.history[name] = state.attempts
 
     def _spawn(self, parent: _Node, template: Step, name: str, payload: BaseModel,
@@ -238,7 +296,7 @@ class Execution:
         """'open' while anything spawned below is unfinished, else 'ok' or 'failed'."""
         if node.status in ("failed", "skipped"):
             return "failed"
-        if node.status != "succeeded":
+        if node.status not in DONE:
             return "open"
         state = "ok"
         for child_name in node.children:
@@ -251,11 +309,17 @@ class Execution:
         return state
 
     def verdicts(self, name: str) -> list[CheckRecord]:
-        node = self.nodes[name]
-        for attempt in reversed(self.history.get(name, [])):
-            if attempt.generation == node.generation and attempt.status == "succeeded":
-                return attempt.checks
-        return []
+        standing = self.nodes[name].standing
+        return [] if standing is None else standing.checks
+
+    def compute(self, name: str) -> Compute:
+        """What `name` and every node spawned below it spent, over all their attempts."""
+        names, stack = [], [name]
+        while stack:
+            current = stack.pop()
+            names.append(current)
+            stack.extend(self.nodes[current].children)
+        return Compute.total(a.compute for n in names for a in self.history.get(n, ()))
 
     def expansion_outputs(self, name: str) -> dict[str, BaseModel]:
         found: dict[str, BaseModel] = {}
@@ -334,7 +398,7 @@ class Execution:
             state = "ok"
             while node.settled < len(node.producers):
                 producer = self.nodes[node.producers[node.settled]]
-                if producer.status != "succeeded" or producer.children:  # else plainly done
+                if producer.status not in DONE or producer.children:  # else plainly done
                     state = self._subtree(producer)
                     if state != "ok":
                         break  # an unfinished producer will look again when it settles
@@ -385,83 +449,181 @@ class Execution:
         return kwargs
 
     async def _attempts(self, node: _Node, generation: int) -> _Node | None:
-        """The attempt loop of one node in one generation; a node to run next, if it succeeded."""
-        step, run_id, runtime = node.step, self.record.run_id, self.runtime
-        durable, bus, shared = self.store.durable, self.bus, runtime.limit
-        wants_ctx = node.wants_ctx
+        """The attempts of one node in one generation; a node to run next, if it has an output."""
+        options = node.step.options
         kwargs = self._kwargs(node)
-        if bus.active:
-            bus.emit("step_started", run_id, node.name, generation=generation)
+        if self.bus.active:
+            self.bus.emit("step_started", self.record.run_id, node.name, generation=generation)
+        if options.samples > 1:
+            return await self._rounds(node, generation, kwargs)
         while True:
             node.attempts += 1
-            attempt = node.attempts
-            seed = derive_seed(self.record.seed, node.name, generation, attempt)
-            ctx = (Context(run_id, step, node.name, seed, attempt, generation,
-                           runtime.generators, self) if wants_ctx else None)
-            started, clock = time.time(), time.perf_counter()
-            reached = _Reached()
-            error = trace = None
-            limit: asyncio.Timeout | None = None
-            if self._run_limit is not None:
-                await self._run_limit.acquire()
-            try:
-                await shared.acquire()
-                try:
-                    if step.takes_ctx:
-                        kwargs[CTX] = ctx
-                    if step.options.timeout is None:
-                        await self._attempt(node, kwargs, ctx, reached)
-                    else:  # the timeout bounds the whole attempt: the step and its checks
-                        async with asyncio.timeout(step.options.timeout) as limit:
-                            await self._attempt(node, kwargs, ctx, reached)
-                except Exception as exc:  # a step's failure is data, never the engine's crash
-                    if isinstance(exc, TimeoutError) and limit is not None and limit.expired():
-                        pending = step.checks[len(reached.checks):]  # the first one was running
-                        part = (f"check {pending[0].name!r}" if reached.output is not None
-                                and pending else "the step")
-                        error = f"timed out after {step.options.timeout} s in {part}"
-                    else:
-                        error = f"{type(exc).__name__}: {exc}"
-                    trace = traceback.format_exc()
-                finally:
-                    shared.release()
-            finally:
-                if self._run_limit is not None:
-                    self._run_limit.release()
-            output = reached.output if error is None else None
-            checks = reached.checks
-            if node.generation != generation or self.nodes.get(node.name) is not node:
+            tried = await self._try(node, generation, node.attempts, kwargs, "succeeded")
+            if tried is None:
                 return None  # superseded by a backtrack while the step swallowed its cancellation
-            passed = error is None and (not checks or all(c.passed for c in checks))
-            text, blobs = None, {}
-            if output is not None and durable:
-                try:
-                    text, blobs = dump_output(output)
-                except Exception as exc:
-                    error = (f"OutputError: cannot store the output of step {node.name!r}: {exc} "
-                             f"(annotate image fields reasoner.Image and tensors reasoner.Array)")
-                    passed, trace = False, traceback.format_exc()
-            record = AttemptRecord(
-                node.name, generation, attempt, seed, "succeeded" if passed else "failed",
-                checks, error, trace, started, time.perf_counter() - clock,
-            )
-            self.history.setdefault(node.name, []).append(record)
-            self.store.add_attempt(run_id, record, text, blobs)
-            if passed:
-                for child, template, payload in ctx._spawned if ctx else ():  # same commit
-                    self._ordinal += 1
-                    spawned = self._spawn(node, template, child, payload, generation)
-                    spawned.ordinal = self._ordinal
-                    self.store.put_node(run_id, spawned.record())
-                if durable:
+            if tried.passed:
+                node.standing = tried.record
+                for child, template, payload in tried.spawned:  # same commit
+                    self._add_child(node, child, template, payload, generation)
+                if self.store.durable:
                     await self.store.synced()  # durable before any dependant starts
-                return self._succeeded(node, output)  # type: ignore[arg-type]
+                return self._succeeded(node, tried.output, "succeeded")  # type: ignore[arg-type]
+            if node.attempts > options.retries:
+                return await self._exhausted(node, tried.record.reason)
+            self.bus.emit("step_retried", self.record.run_id, node.name, attempt=node.attempts + 1)
+
+    async def _rounds(self, node: _Node, generation: int, kwargs: dict[str, Any]) -> _Node | None:
+        """A sampled step: rounds of N samples at once, until one round has a passing sample.
+
+        Attempt numbers are fixed by round (round r holds r*N+1 .. r*N+N), so a resumed
+        node runs only the samples of its round that were not committed.
+        """
+        options, n = node.step.options, node.step.options.samples
+        first = options.select == "first"
+        round_ = (node.attempts - 1) // n if node.attempts else 0
+        while round_ <= options.retries:
+            numbers = range(round_ * n + 1, round_ * n + n + 1)
+            if not (first and any(node.tried[a].passed for a in numbers if a in node.tried)):
+                await self._round(node, generation, [a for a in numbers if a not in node.tried],
+                                  kwargs)
+                if node.generation != generation or self.nodes.get(node.name) is not node:
+                    return None
+                node.attempts = max([node.attempts, *node.tried])
+            chosen = self._select(node, [node.tried[a] for a in numbers if a in node.tried], n)
+            if chosen is not None:
+                return await self._choose(node, chosen, "succeeded")
+            round_ += 1
+            if round_ <= options.retries:
+                self.bus.emit("step_retried", self.record.run_id, node.name,
+                              attempt=round_ * n + 1)
+        last = node.tried[max(node.tried)].record
+        return await self._exhausted(node, f"no sample of {n} passed; last: {last.reason}")
+
+    async def _round(self, node: _Node, generation: int, numbers: list[int],
+                     kwargs: dict[str, Any]) -> None:
+        """Run the samples `numbers` at once; with select="first", until one passes."""
+        first = node.step.options.select == "first"
+        tasks: list[asyncio.Task[None]] = []
+
+        async def sample(number: int) -> None:
+            tried = await self._try(node, generation, number, dict(kwargs), "passed")
+            if tried is not None and self.store.durable:
+                await self.store.synced()  # each sample lands as it finishes
+            if tried is not None and tried.passed and first:
+                for task in tasks:  # the first to pass is the one chosen
+                    if task is not asyncio.current_task():
+                        task.cancel()
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks.extend(group.create_task(sample(number)) for number in numbers)
+        except BaseExceptionGroup as failed:  # the store's, say: raise it as it was raised
+            raise failed.exceptions[0] from None
+
+    def _select(self, node: _Node, samples: list[_Tried], n: int) -> _Tried | None:
+        """The sample a round keeps, by the step's `select`; None when none passed."""
+        passed = [t for t in samples if t.passed]
+        if not passed:
+            return None
+        select = node.step.options.select
+        if select == "first":  # the first to finish passing
+            return min(passed, key=lambda t: t.record.started_at + t.record.duration_s)
+        if select == "best":
+            return max(passed, key=lambda t: t.rank)
+        tally = Counter(t.key for t in passed)
+        best = {key: max(t.rank for t in passed if t.key == key) for key in tally}
+        winner = max(tally, key=lambda key: (tally[key], best[key]))
+        node.confidence = tally[winner] / n
+        node.votes = {str(key): count for key, count in tally.most_common()}
+        return max((t for t in passed if t.key == winner), key=lambda t: t.rank)
+
+    async def _choose(self, node: _Node, tried: _Tried, status: Status) -> _Node | None:
+        """Make `tried` the node's output: its row says so, in the same commit as its children."""
+        node.standing, node.status = tried.record, status
+        self.store.put_node(self.record.run_id, node.record())
+        if status == "succeeded":  # a degraded output does not grow the graph
+            for child, template, payload in tried.spawned:
+                self._add_child(node, child, template, payload, node.generation)
+        if self.store.durable:
+            await self.store.synced()
+        return self._succeeded(node, tried.output, status)  # type: ignore[arg-type]
+
+    def _add_child(self, node: _Node, name: str, template: Step, payload: BaseModel,
+                   generation: int) -> None:
+        self._ordinal += 1
+        spawned = self._spawn(node, template, name, payload, generation)
+        spawned.ordinal = self._ordinal
+        self.store.put_node(self.record.run_id, spawned.record())
+
+    async def _try(self, node: _Node, generation: int, attempt: int, kwargs: dict[str, Any],
+                   passing: Literal["succeeded", "passed"]) -> _Tried | None:
+        """One attempt, recorded and stored (`passing` is its status if it passes).
+
+        None when a backtrack superseded the node while the attempt ran.
+        """
+        step, run_id, runtime = node.step, self.record.run_id, self.runtime
+        seed = derive_seed(self.record.seed, node.name, generation, attempt)
+        ctx = (Context(run_id, step, node.name, seed, attempt, generation,
+                       runtime.generators, self) if node.wants_ctx else None)
+        started, clock = time.time(), time.perf_counter()
+        reached = _Reached()
+        error = trace = key = None
+        limit: asyncio.Timeout | None = None
+        if self._run_limit is not None:
+            await self._run_limit.acquire()
+        try:
+            await runtime.limit.acquire()
+            try:
+                if step.takes_ctx:
+                    kwargs[CTX] = ctx
+                if step.options.timeout is None:
+                    await self._attempt(node, kwargs, ctx, reached)
+                else:  # the timeout bounds the whole attempt: the step and its checks
+                    async with asyncio.timeout(step.options.timeout) as limit:
+                        await self._attempt(node, kwargs, ctx, reached)
+                if step.options.vote is not None and reached.output is not None:
+                    key = step.options.vote(reached.output)
+            except Exception as exc:  # a step's failure is data, never the engine's crash
+                if isinstance(exc, TimeoutError) and limit is not None and limit.expired():
+                    pending = step.checks[len(reached.checks):]  # the first one was running
+                    part = (f"check {pending[0].name!r}" if reached.output is not None
+                            and pending else "the step")
+                    error = f"timed out after {step.options.timeout} s in {part}"
+                else:
+                    error = f"{type(exc).__name__}: {exc}"
+                trace = traceback.format_exc()
+            finally:
+                runtime.limit.release()
+        finally:
+            if self._run_limit is not None:
+                self._run_limit.release()
+        output = reached.output if error is None else None
+        checks = reached.checks
+        if node.generation != generation or self.nodes.get(node.name) is not node:
+            return None
+        passed = error is None and (not checks or all(c.passed for c in checks))
+        text, blobs = None, {}
+        if output is not None and self.store.durable:
+            try:
+                text, blobs = dump_output(output)
+            except Exception as exc:
+                error = (f"OutputError: cannot store the output of step {node.name!r}: {exc} "
+                         f"(annotate image fields reasoner.Image and tensors reasoner.Array)")
+                passed, trace, output = False, traceback.format_exc(), None
+        record = AttemptRecord(
+            node.name, generation, attempt, seed, passing if passed else "failed", checks,
+            error, trace, started, time.perf_counter() - clock,
+            ctx.compute if ctx is not None else Compute(),
+        )
+        self.history.setdefault(node.name, []).append(record)
+        self.store.add_attempt(run_id, record, text, blobs)
+        tried = _Tried(record, output, key,
+                       tuple(ctx._spawned) if ctx is not None and passed else ())
+        node.tried[attempt] = tried
+        if not passed:
             self.bus.emit("attempt_failed", run_id, node.name, attempt=attempt, seed=seed,
                           reason=record.reason)
-            if attempt > step.options.retries:
-                self._exhausted(node, record.reason)
-                return None
-            self.bus.emit("step_retried", run_id, node.name, attempt=attempt + 1)
+        return tried
 
     async def _attempt(self, node: _Node, kwargs: dict[str, Any], ctx: Context | None,
                        reached: _Reached) -> None:
@@ -515,13 +677,18 @@ class Execution:
                           passed=record.passed, score=record.score, reason=record.reason)
 
     # -------------------------------------------------------------- outcomes
-    def _succeeded(self, node: _Node, output: BaseModel) -> _Node | None:
+    def _succeeded(self, node: _Node, output: BaseModel, status: Status) -> _Node | None:
         """Record the output and start what waits on it; one of those continues in this task."""
         node.output = output
-        node.status = "succeeded"
+        node.status = status
         node.task = None
-        if self.bus.active:
-            self.bus.emit("step_succeeded", self.record.run_id, node.name, attempts=node.attempts)
+        if status == "degraded":
+            self.bus.emit("step_degraded", self.record.run_id, node.name,
+                          attempt=node.standing.attempt if node.standing else None,
+                          reason=node.standing.reason if node.standing else "")
+        elif self.bus.active:
+            self.bus.emit("step_succeeded", self.record.run_id, node.name, attempts=node.attempts,
+                          confidence=node.confidence)
         claimed = None
         if node.children:
             self.bus.emit("spawned", self.record.run_id, node.name, children=list(node.children))
@@ -529,14 +696,20 @@ class Execution:
         inherited = self._after(node, claim=claimed is None)
         return claimed or inherited
 
-    def _exhausted(self, node: _Node, reason: str) -> None:
-        node.task = None
+    async def _exhausted(self, node: _Node, reason: str) -> _Node | None:
+        """Retries are spent: backtrack, else keep the best effort (degraded), else fail."""
         if len(self.backtracks) < self.record.max_backtracks:
             for candidate in self._ancestors_nearest_first(node.name):
                 target = self.nodes[candidate]
-                if target.step.options.backtrack and target.status == "succeeded":
+                if target.step.options.backtrack and target.status in DONE:
+                    node.task = None
                     self._backtrack(node, target, reason)
-                    return
+                    return None
+        if node.step.options.on_exhausted == "best":
+            made = [t for t in node.tried.values() if t.output is not None]
+            if made:
+                return await self._choose(node, max(made, key=lambda t: t.rank), "degraded")
+        node.task = None
         self._mark(node, "failed")
         self.store.commit()
         self.bus.emit("step_failed", self.record.run_id, node.name, reason=reason)
@@ -559,10 +732,7 @@ class Execution:
             if node.parent is not None and name != target.name:
                 removed.append(name)
                 continue
-            node.children = []
-            node.output = None
-            node.generation += 1
-            node.attempts = node.settled = 0
+            node.reset()
             self._mark(node, "pending")
         for name in removed:
             del self.nodes[name]
@@ -585,7 +755,8 @@ class Execution:
         errors = [f"step {n.name!r} failed: {self.history[n.name][-1].reason}" for n in failed]
         if stuck:
             errors.append(f"steps did not finish: {', '.join(stuck)}")
-        record.status = "failed" if errors else "succeeded"
+        degraded = any(node.status == "degraded" for node in self.nodes.values())
+        record.status = "failed" if errors else "degraded" if degraded else "succeeded"
         record.error = errors[0] if errors else None
         record.finished_at = time.time()
         self.store.update_run(record)
@@ -596,7 +767,8 @@ class Execution:
     def to_run(self) -> Run:
         steps = {
             name: StepRun(name, node.status, node.generation, self.history.get(name, []),
-                          node.output, node.step.name if node.parent else None, node.parent)
+                          node.output, node.step.name if node.parent else None, node.parent,
+                          node.standing, node.confidence, node.votes)
             for name, node in self.nodes.items()
         }
         links = [(p, name) for name, node in self.nodes.items() for p in node.producers]

@@ -22,7 +22,7 @@ import inspect
 import sys
 import types
 import typing
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
@@ -43,15 +43,23 @@ SPAWN_SEPARATOR = "/"
 Source = Literal["ctx", "input", "step", "steps", "payload", "default"]
 
 
+Select = Literal["first", "best", "vote"]
+OnExhausted = Literal["fail", "best"]
+
+
 @dataclass(frozen=True)
 class StepOptions:
-    """Per-step behaviour; `retries` counts resamples after the first attempt."""
+    """Per-step behaviour. See `Plan.step` for what each option means."""
 
     retries: int = 0
     timeout: float | None = None
     uses: Sequence[str] = ()
     backtrack: bool = True  # may a failing descendant regenerate this step?
     required: bool = True  # templates: does a failed spawned node fail the run?
+    samples: int = 1
+    select: Select = "first"
+    vote: Callable[[Any], Hashable] | None = None
+    on_exhausted: OnExhausted = "fail"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "uses", tuple(self.uses))  # any sequence of names
@@ -59,6 +67,17 @@ class StepOptions:
             raise PlanError(f"retries must be >= 0, got {self.retries}")
         if self.timeout is not None and self.timeout <= 0:
             raise PlanError(f"timeout must be positive seconds, got {self.timeout}")
+        if not isinstance(self.samples, int) or self.samples < 1:
+            raise PlanError(f"samples must be an integer >= 1, got {self.samples!r}")
+        if self.select not in typing.get_args(Select):
+            raise PlanError(f"select must be 'first', 'best' or 'vote', got {self.select!r}")
+        if (self.select == "vote") != (self.vote is not None):
+            raise PlanError("select='vote' needs vote=<function of the output giving its answer>, "
+                            "and vote= needs select='vote'")
+        if self.vote is not None and not callable(self.vote):
+            raise PlanError(f"vote must be a function of the step's output, got {self.vote!r}")
+        if self.on_exhausted not in typing.get_args(OnExhausted):
+            raise PlanError(f"on_exhausted must be 'fail' or 'best', got {self.on_exhausted!r}")
 
 
 @dataclass(frozen=True)
@@ -241,18 +260,35 @@ class Plan:
         inputs: dict[str, str | Sequence[str]] | None = None,
         template: bool = False,
         required: bool = True,
+        samples: int = 1,
+        select: Select = "first",
+        vote: Callable[[Any], Hashable] | None = None,
+        on_exhausted: OnExhausted = "fail",
     ) -> Any:
         """Decorator adding a step; usable bare (`@plan.step`) or with options.
 
-        `timeout` bounds each attempt, the step and its checks together. An `async def`
-        step is cancelled at its next await; a plain `def` step runs in a worker thread,
-        which cannot be interrupted: the attempt fails on time and the thread's result
-        is dropped when it ends. `template` and `required`: see `template`.
+        - `retries`: attempts after the first (with `samples`, rounds after the first)
+          before the step is exhausted and the engine backtracks.
+        - `timeout` bounds each attempt, the step and its checks together. An `async def`
+          step is cancelled at its next await; a plain `def` step runs in a worker thread,
+          which cannot be interrupted: the attempt fails on time and the thread's result
+          is dropped when it ends.
+        - `samples=N` runs N attempts at once, each with its own seed and checks, and
+          `select` picks the output among those that pass: "first" (the first to pass;
+          the rest are cancelled), "best" (highest mean check score) or "vote" (the
+          answer `vote(output)` given by most passing samples, ties to the higher score;
+          its share of the N samples is the step's confidence).
+        - `on_exhausted="best"`: when retries and backtracks are spent, keep the attempt
+          with the best mean check score, mark the step `degraded` and go on, instead of
+          failing it.
+        - `template` and `required`: see `template`.
         """
 
         def register(fn: Callable[..., Any]) -> Step:
             return self.add_step(fn, name=name, inputs=inputs, template=template, retries=retries,
-                                 timeout=timeout, uses=uses, backtrack=backtrack, required=required)
+                                 timeout=timeout, uses=uses, backtrack=backtrack, required=required,
+                                 samples=samples, select=select, vote=vote,
+                                 on_exhausted=on_exhausted)
 
         return register(fn) if fn is not None else register
 

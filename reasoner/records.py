@@ -8,6 +8,7 @@ is stored once, as its own model's JSON, next to the attempt that made it.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -15,9 +16,13 @@ from pydantic import BaseModel, TypeAdapter
 
 from reasoner._exceptions import InputError
 
-# "interrupted": a run whose process was cancelled (Ctrl-C, SIGTERM, a caller that stopped
-# waiting); like "running" it is resumable. Steps never have that status.
-Status = Literal["pending", "running", "succeeded", "failed", "skipped", "interrupted"]
+# "degraded": a step whose checks could not be met kept its best attempt (`on_exhausted="best"`)
+# and the run went on; a run ends "degraded" when no required step failed and some step is
+# degraded. "interrupted": a run whose process was cancelled (Ctrl-C, SIGTERM, a caller that
+# stopped waiting); like "running" it is resumable. Steps never have that status.
+Status = Literal["pending", "running", "succeeded", "degraded", "failed", "skipped", "interrupted"]
+DONE: tuple[Status, ...] = ("succeeded", "degraded")  # a node with an output that stands
+FINISHED: tuple[Status, ...] = ("succeeded", "degraded", "failed")  # a run that ended
 
 _RUN_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}")
 
@@ -41,6 +46,49 @@ class CheckRecord:
 
 
 @dataclass(slots=True)
+class Compute:
+    """What an attempt spent: calls per generator, and language-model tokens.
+
+    Counted by `ctx`'s generator handles as the step and its checks call them:
+    every call by the generator's name, and the `prompt_tokens` and
+    `completion_tokens` of any result that reports them.
+    """
+
+    calls: dict[str, int] = field(default_factory=dict)
+    prompt_tokens: int = 0
+    generated_tokens: int = 0
+
+    def count(self, generator: str, result: object) -> None:
+        self.calls[generator] = self.calls.get(generator, 0) + 1
+        self.prompt_tokens += _tokens(result, "prompt_tokens")
+        self.generated_tokens += _tokens(result, "completion_tokens")
+
+    def add(self, other: Compute) -> None:
+        for name, n in other.calls.items():
+            self.calls[name] = self.calls.get(name, 0) + n
+        self.prompt_tokens += other.prompt_tokens
+        self.generated_tokens += other.generated_tokens
+
+    @classmethod
+    def total(cls, parts: Iterable[Compute]) -> Compute:
+        total = cls()
+        for part in parts:
+            total.add(part)
+        return total
+
+    def __str__(self) -> str:
+        calls = ", ".join(f"{name} {n}" for name, n in sorted(self.calls.items())) or "no calls"
+        if not (self.prompt_tokens or self.generated_tokens):
+            return calls
+        return f"{calls}; tokens {self.prompt_tokens} in, {self.generated_tokens} out"
+
+
+def _tokens(result: object, name: str) -> int:
+    value = getattr(result, name, 0)
+    return value if isinstance(value, int) else 0
+
+
+@dataclass(slots=True)
 class AttemptRecord:
     """One execution of a step: its seed, verdicts, error and timing.
 
@@ -53,12 +101,23 @@ class AttemptRecord:
     generation: int  # bumped each time backtracking regenerates the node or an ancestor
     attempt: int  # 1-based within the generation
     seed: int
-    status: Literal["succeeded", "failed"]
+    # "succeeded": passed and stands for the node. "passed": one of a step's samples that
+    # passed its checks; the node's row says which sample was chosen. "failed": an error or
+    # a failed check.
+    status: Literal["succeeded", "passed", "failed"]
     checks: list[CheckRecord] = field(default_factory=list)
     error: str | None = None
     traceback: str | None = None
     started_at: float = 0.0
     duration_s: float = 0.0
+    compute: Compute = field(default_factory=Compute)
+
+    @property
+    def score(self) -> float:
+        """The mean of its checks' scores (1 without checks, 0 when it raised)."""
+        if self.error:
+            return 0.0
+        return sum(c.score for c in self.checks) / len(self.checks) if self.checks else 1.0
 
     @property
     def reason(self) -> str:
@@ -75,8 +134,10 @@ ATTEMPT = TypeAdapter(AttemptRecord)
 class NodeRecord(BaseModel):
     """A node's row: written when it is spawned, reset by a backtrack, fails or is skipped.
 
-    A success writes no node row: the succeeded attempt of the node's current
-    generation is the record of it, which keeps a step's commit to one row.
+    A plain success writes no node row: the succeeded attempt of the node's
+    current generation is the record of it, which keeps a step's commit to one
+    row. A sampled step's choice, and a degraded step's best effort, are written
+    here: `chosen` names the attempt that stands for the node.
     """
 
     name: str
@@ -86,6 +147,9 @@ class NodeRecord(BaseModel):
     generation: int = 0
     status: Status = "pending"
     ordinal: int = 0  # spawn order, so a resumed run rebuilds the graph in the same order
+    chosen: int | None = None  # the attempt (of this generation) whose output stands
+    confidence: float | None = None  # vote share of the chosen answer among the samples
+    votes: dict[str, int] = {}  # answer -> samples voting for it
 
 
 class BacktrackRecord(BaseModel):

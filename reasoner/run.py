@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, create_model
 
 from reasoner.arrays import BLOB_KEY, Array, Image
 from reasoner.coherence import Coherence, EdgeScore, StepScore, summarize
-from reasoner.records import AttemptRecord, BacktrackRecord, CheckRecord, Status
+from reasoner.records import AttemptRecord, BacktrackRecord, CheckRecord, Compute, Status
 
 if TYPE_CHECKING:
     from reasoner.plan import CompiledPlan
@@ -37,14 +37,23 @@ class StepRun:
     status: Status
     generation: int
     attempts: list[AttemptRecord]
-    output: Any = None  # the step's pydantic output when it succeeded
+    output: Any = None  # the step's pydantic output when it succeeded or is degraded
     template: str | None = None
     parent: str | None = None
+    standing: AttemptRecord | None = None  # the attempt whose output stands
+    confidence: float | None = None  # select="vote": the chosen answer's share of the samples
+    votes: dict[str, int] = field(default_factory=dict)  # select="vote": answer -> samples
 
     @property
     def checks(self) -> list[CheckRecord]:
-        """The check verdicts of the latest attempt."""
-        return self.attempts[-1].checks if self.attempts else []
+        """The check verdicts of the standing attempt, else of the latest one."""
+        attempt = self.standing or (self.attempts[-1] if self.attempts else None)
+        return attempt.checks if attempt is not None else []
+
+    @property
+    def compute(self) -> Compute:
+        """What every attempt of this step spent."""
+        return Compute.total(a.compute for a in self.attempts)
 
     @property
     def seeds(self) -> list[int]:
@@ -72,7 +81,7 @@ class Run:
         """Per-step and per-edge coherence, their minimum and mean, and the weakest link."""
         steps = []
         for name, step in self.steps.items():
-            standing = step.attempts[-1] if step.attempts else None
+            standing = step.standing or (step.attempts[-1] if step.attempts else None)
             if standing is None or step.status in ("skipped", "pending", "running"):
                 score = None
             elif step.status == "failed":
@@ -81,11 +90,11 @@ class Run:
                 score = min((c.score for c in standing.checks), default=None)
             backtracks = sum(name in (b.failed, b.target) for b in self.backtracks)
             reasons = [f"{c.name}: {c.reason}" for c in standing.checks] if standing else []
-            if step.status == "failed" and standing is not None:
+            if step.status in ("failed", "degraded") and standing is not None:
                 reasons.append(standing.reason)
             steps.append(StepScore(step=name, status=step.status, score=score,
                                    attempts=len(step.attempts), backtracks=backtracks,
-                                   reasons=reasons))
+                                   reasons=reasons, confidence=step.confidence))
         return summarize(self.run_id, steps, self.edges)
 
     def output(self, step: str) -> Any:
@@ -100,6 +109,16 @@ class Run:
     @property
     def outputs(self) -> dict[str, Any]:
         return {name: s.output for name, s in self.steps.items() if s.output is not None}
+
+    @property
+    def compute(self) -> Compute:
+        """What the whole run spent: every attempt of every step."""
+        return Compute.total(step.compute for step in self.steps.values())
+
+    @property
+    def degraded(self) -> list[str]:
+        """The steps that kept a best effort because their checks could not be met."""
+        return [name for name, step in self.steps.items() if step.status == "degraded"]
 
     @property
     def duration_s(self) -> float | None:
@@ -117,11 +136,15 @@ class Run:
             steps[name] = {
                 "status": node.status,
                 "attempts": len(node.attempts),
+                "chosen": node.standing.attempt if node.standing else None,
+                "confidence": node.confidence,
+                "votes": node.votes,
                 "output": None if node.output is None else node.output.model_dump(mode="json"),
                 "checks": [asdict(c) for c in node.checks],
+                "compute": asdict(node.compute),
             }
-            if node.status == "failed" and node.attempts:
-                steps[name]["error"] = node.attempts[-1].reason
+            if node.status in ("failed", "degraded") and node.attempts:
+                steps[name]["error"] = (node.standing or node.attempts[-1]).reason
         return finite_json({
             "run_id": self.run_id,
             "plan": self.plan,
@@ -131,6 +154,7 @@ class Run:
             "input": self.input.model_dump(mode="json"),
             "backtracks": [b.model_dump() for b in self.backtracks],
             "edges": [e.model_dump() for e in self.edges],
+            "compute": asdict(self.compute),
             "steps": steps,
         })
 
@@ -189,7 +213,7 @@ def read_run(stored: StoredRun, plan: CompiledPlan | None = None) -> Run:
             output = (_untyped(model, state.output, stored) if isinstance(model, str) else
                       model.model_validate_json(state.output, context={"blobs": stored.blobs}))
         runs[name] = StepRun(name, state.status, row.generation, state.attempts, output,
-                             template, row.parent)
+                             template, row.parent, state.standing, row.confidence, dict(row.votes))
         if row.parent:
             links.append((row.parent, name))
     return Run(record.run_id, record.plan, record.status, record.seed, task, runs,

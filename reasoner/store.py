@@ -139,14 +139,24 @@ class NodeState:
 
     row: NodeRecord
     attempts: list[AttemptRecord]  # every generation's, in order
-    current: int  # how many of them belong to the current generation
-    output: str | None  # the JSON of the current generation's succeeded attempt
+    current: int = 0  # the highest attempt number of the current generation
+    outputs: dict[int, str] = field(default_factory=dict)  # current generation: attempt -> JSON
+    standing: AttemptRecord | None = None  # the attempt whose output stands for the node
 
     @property
     def status(self) -> Status:
         if self.row.status in ("failed", "skipped"):
             return self.row.status
-        return "succeeded" if self.output is not None else "pending"
+        if self.standing is None:
+            return "pending"
+        return "degraded" if self.row.status == "degraded" else "succeeded"
+
+    @property
+    def output(self) -> str | None:
+        """The JSON of the standing attempt's output."""
+        if self.standing is None:
+            return None
+        return self.outputs.get(self.standing.attempt, "{}")
 
 
 @dataclass
@@ -165,22 +175,28 @@ class StoredRun:
         """Every node by name: the plan's `static` steps in order, then spawned ones as spawned.
 
         A static step without a row has not failed, been skipped or been reset;
-        a succeeded attempt of a node's current generation stands for it.
+        the attempt the row has `chosen`, else a succeeded attempt of the node's
+        current generation, stands for it.
         """
         rows = {name: self.nodes.get(name) or NodeRecord(name=name) for name in static}
         spawned = sorted((r for r in self.nodes.values() if r.parent is not None),
                          key=lambda r: r.ordinal)
         rows.update((r.name, r) for r in spawned)
-        states = {name: NodeState(row, [], 0, None) for name, row in rows.items()}
+        states = {name: NodeState(row, []) for name, row in rows.items()}
         for attempt in self.attempts:
-            state = states.get(attempt.record.node)
+            record = attempt.record
+            state = states.get(record.node)
             if state is None:  # a node a backtrack removed
                 continue
-            state.attempts.append(attempt.record)
-            if attempt.record.generation == state.row.generation:
-                state.current += 1
-                if attempt.record.status == "succeeded":
-                    state.output = attempt.output or "{}"
+            state.attempts.append(record)
+            if record.generation != state.row.generation:
+                continue
+            state.current = max(state.current, record.attempt)
+            if attempt.output is not None:
+                state.outputs[record.attempt] = attempt.output
+            chosen = state.row.chosen
+            if record.attempt == chosen or (chosen is None and record.status == "succeeded"):
+                state.standing = record
         return states
 
 
