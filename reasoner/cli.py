@@ -1,7 +1,9 @@
 """The `reasoner` command line: list and draw plans, run them over JSONL, inspect runs.
 
 Exit codes follow the error groups of `reasoner._exceptions`: 0 when every
-run succeeded; 1 when some run failed, or the model could not produce what
+run succeeded or is degraded (it finished, keeping a best effort for a step
+whose checks could not be met; `--json` and `show` say which); 1 when some
+run failed, or the model could not produce what
 was asked (GenerationError); 2 for the caller's mistake (UsageError: bad
 arguments, unknown plan, invalid input lines, whose valid lines still run);
 3 when the environment failed (BackendError: the store cannot be read or
@@ -35,6 +37,7 @@ if TYPE_CHECKING:
     from reasoner.store import Store
 
 OK, FAILED, USAGE, BACKEND, STDOUT_CLOSED = 0, 1, 2, 3, 128 + 13  # 141: as if killed by SIGPIPE
+FINISHED_OK = ("succeeded", "degraded")  # run statuses that exit 0
 SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")  # each stops a run cleanly; a second one at once
 
 
@@ -252,12 +255,14 @@ def _run(args: argparse.Namespace) -> int:
                         _print_run(run, args.json)
 
     stopped = _drive(go(), tracker, args.store)
-    failed = sum(run.status != "succeeded" for run in runs)
+    failed = sum(run.status not in FINISHED_OK for run in runs)
+    degraded = sum(run.status == "degraded" for run in runs)
+    counts = (f"{len(runs) - failed - degraded} succeeded, "
+              + (f"{degraded} degraded, " if degraded else "") + f"{failed} failed")
     if stopped is not None:
-        print(f"{len(runs) - failed} succeeded, {failed} failed, {len(tracker.running)} "
-              "interrupted", file=sys.stderr)
+        print(f"{counts}, {len(tracker.running)} interrupted", file=sys.stderr)
         return stopped
-    print(f"{len(runs) - failed} succeeded, {failed} failed", file=sys.stderr)
+    print(counts, file=sys.stderr)
     return USAGE if bad else (FAILED if failed else OK)
 
 
@@ -285,7 +290,7 @@ def _ask(args: argparse.Namespace) -> int:
     if not result:
         return OK
     _print_run(result[0], args.json)
-    return OK if result[0].status == "succeeded" else FAILED
+    return OK if result[0].status in FINISHED_OK else FAILED
 
 
 def _resume(args: argparse.Namespace) -> int:
@@ -304,7 +309,7 @@ def _resume(args: argparse.Namespace) -> int:
     if stopped is not None:
         return stopped
     _print_run(result[0], args.json)
-    return OK if result[0].status == "succeeded" else FAILED
+    return OK if result[0].status in FINISHED_OK else FAILED
 
 
 @asynccontextmanager
@@ -462,15 +467,27 @@ def _show(args: argparse.Namespace) -> int:
     print(f"run {run.run_id}  plan {run.plan}  status {run.status}  seed {run.seed}")
     if run.error:
         print(f"  error: {run.error}")
+    if run.degraded:
+        print(f"  degraded: {', '.join(run.degraded)} kept their best attempt")
+    print(f"  compute: {run.compute}")
     for backtrack in run.backtracks:
         print(f"  backtrack: {backtrack.failed} -> regenerate {backtrack.target} ({backtrack.reason})")
     for name, step in run.steps.items():
-        print(f"  {name}: {step.status}, {len(step.attempts)} attempt(s), seeds {step.seeds}")
+        chosen = (f", attempt {step.standing.attempt} chosen"
+                  if step.standing is not None and len(step.attempts) > 1 else "")
+        print(f"  {name}: {step.status}, {len(step.attempts)} attempt(s){chosen}, "
+              f"seeds {step.seeds}")
+        if step.confidence is not None:
+            votes = ", ".join(f"{answer} x{n}" for answer, n in step.votes.items())
+            print(f"    confidence {step.confidence:.2f} (votes: {votes})")
         for check in step.checks:
             verdict = "pass" if check.passed else "FAIL"
             print(f"    check {check.name}: {verdict} {check.score:.3f} {check.reason}")
-        if step.status == "failed" and step.attempts:
-            print(f"    error: {step.attempts[-1].reason}")
+        if step.status in ("failed", "degraded") and step.attempts:
+            print(f"    {'error' if step.status == 'failed' else 'unmet'}: "
+                  f"{(step.standing or step.attempts[-1]).reason}")
+        if step.attempts:
+            print(f"    compute: {step.compute}")
         if step.output is not None:
             print(f"    output: {excerpt(step.output)}")
     return OK
@@ -630,6 +647,8 @@ def _print_run(run: Run, as_json: bool) -> None:
         print(_dumps(run.to_json()), flush=True)
     else:
         suffix = f"  {run.error}" if run.error else ""
+        if run.degraded:
+            suffix += f"  (best effort kept for {', '.join(run.degraded)})"
         print(f"{run.run_id}  {run.plan}  {run.status}{suffix}", flush=True)
 
 

@@ -48,7 +48,7 @@ from reasoner.events import EventBus
 from reasoner.executor import continue_run
 from reasoner.lease import Lease
 from reasoner.plan import Plan
-from reasoner.records import BacktrackRecord, NodeRecord, RunRecord, Status
+from reasoner.records import FINISHED, BacktrackRecord, NodeRecord, RunRecord, Status
 from reasoner.registry import load_plan, plan_ref
 from reasoner.runtime import Runtime
 from reasoner.store import Blobs, Holder, RunHistory, SQLiteStore, Store, StoredRun
@@ -430,7 +430,7 @@ class RayCluster:
 
     async def resume(self, run_id: str, plan: Plan | None) -> StoredRun:
         stored: StoredRun = await _remote(self._store.load.remote(run_id))
-        if stored.record.status in ("succeeded", "failed"):
+        if stored.record.status in FINISHED:
             return stored
         reference = None if plan is None else plan_ref(plan)
         if plan is not None and reference is None:

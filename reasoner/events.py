@@ -19,12 +19,13 @@ EventKind = Literal[
     "attempt_failed",  # an attempt raised, timed out or failed a check
     "step_retried",  # the failed attempt will be resampled with a new seed
     "step_succeeded",  # the step passed and its output is committed
+    "step_degraded",  # retries and backtracks are spent; its best attempt is kept
     "step_failed",  # retries and backtracks are spent
     "step_skipped",  # a producer failed, so this step will not run
     "backtracked",  # an upstream step is regenerated and the subgraph below re-runs
     "spawned",  # a step grew the graph with child nodes
     "batch",  # a generator host ran one batch (data: model, size, wait, forward time)
-    "run_finished",  # the run ended succeeded or failed
+    "run_finished",  # the run ended succeeded, degraded or failed
 ]
 
 

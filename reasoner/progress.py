@@ -46,13 +46,13 @@ class JobProgress:
         if event.kind == "run_started":
             self.running += 1
             self.console.print(f"run {event.run_id} started", style="dim", highlight=False)
-        elif event.kind == "step_succeeded":
+        elif event.kind in ("step_succeeded", "step_degraded"):
             self.steps += 1
         elif event.kind == "backtracked":
             self.backtracks += 1
         elif event.kind == "run_finished":
             self.running -= 1
-            self.failed += event.data["status"] != "succeeded"
+            self.failed += event.data["status"] == "failed"
             self.progress.advance(self.task)
         else:
             return

@@ -30,8 +30,8 @@ from reasoner.records import RunRecord
 from reasoner.run import Run, StepRun
 
 STATUS_COLOURS = {
-    "succeeded": "#2e9e5b", "failed": "#d64541", "skipped": "#9aa0a6", "pending": "#c9ced6",
-    "running": "#3b82f6", "interrupted": "#e0a030",
+    "succeeded": "#2e9e5b", "degraded": "#b7791f", "failed": "#d64541", "skipped": "#9aa0a6",
+    "pending": "#c9ced6", "running": "#3b82f6", "interrupted": "#e0a030",
 }
 NODE_W, NODE_H, GAP_X, GAP_Y = 150, 44, 40, 70
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"  # nothing leaves the page
@@ -116,6 +116,8 @@ def graph_svg(run: Run, coherence: Coherence) -> str:
         score = scores.get(name)
         label = name if len(name) <= 20 else "…" + name[-19:]
         detail = step.status + (f" · {score:.2f}" if score is not None else "")
+        if step.confidence is not None:
+            detail += f" · {step.confidence:.0%} agree"
         parts.append(
             f'<g class="node" data-step="{escape(name)}" data-status="{step.status}">'
             f'<title>{escape(name)}: {detail}</title>'
@@ -153,14 +155,20 @@ def _output_html(step: StepRun) -> str:
 def _attempts_html(step: StepRun) -> str:
     rows = []
     for a in step.attempts:
+        status = a.status + (" (chosen)" if a is step.standing and len(step.attempts) > 1 else "")
         checks = "<br>".join(
             f'<span class="{"pass" if c.passed else "fail"}">{escape(c.name)} {c.score:.2f}</span> '
             f"{escape(c.reason)}" for c in a.checks)
         error = f'<br><span class="fail">{escape(a.error)}</span>' if a.error else ""
-        rows.append(f"<tr><td>{a.generation}.{a.attempt}</td><td>{a.seed}</td><td>{a.status}</td>"
-                    f"<td>{a.duration_s * 1000:.1f} ms</td><td>{checks}{error}</td></tr>")
-    return ("<table class=\"attempts\"><tr><th>gen.attempt</th><th>seed</th><th>status</th>"
-            f"<th>time</th><th>checks</th></tr>{''.join(rows)}</table>")
+        rows.append(f"<tr><td>{a.generation}.{a.attempt}</td><td>{a.seed}</td><td>{status}</td>"
+                    f"<td>{a.duration_s * 1000:.1f} ms</td><td>{escape(str(a.compute))}</td>"
+                    f"<td>{checks}{error}</td></tr>")
+    votes = ", ".join(f"{escape(answer)} ×{n}" for answer, n in step.votes.items())
+    tally = (f"<p>confidence {step.confidence:.2f} · votes: {votes}</p>"
+             if step.confidence is not None else "")
+    return (f"{tally}<table class=\"attempts\"><tr><th>gen.attempt</th><th>seed</th>"
+            "<th>status</th><th>time</th><th>compute</th><th>checks</th></tr>"
+            f"{''.join(rows)}</table>")
 
 
 def _fmt(value: float | None) -> str:
@@ -183,8 +191,10 @@ def render_run(run: Run) -> str:
     return f"""{_HEAD}<meta http-equiv="Content-Security-Policy" content="{CSP}">
 <title>{escape(run.plan)} run {escape(run.run_id)}</title><style>{CSS}</style></head>
 <body><h1>{escape(run.plan)} · run {escape(run.run_id)} {_badge(run.status)}</h1>
-<p>seed {run.seed} · started {started}{f" · {run.duration_s:.2f} s" if run.duration_s else ""}</p>
+<p>seed {run.seed} · started {started}{f" · {run.duration_s:.2f} s" if run.duration_s else ""}
+· compute: {escape(str(run.compute))}</p>
 {f'<p class="fail">{escape(run.error)}</p>' if run.error else ""}
+{f'<p>degraded (best effort kept): {escape(", ".join(run.degraded))}</p>' if run.degraded else ""}
 <pre>{escape(run.input.model_dump_json(indent=2))}</pre>
 <h2>Step graph</h2>{graph_svg(run, coherence)}
 <h2>Coherence</h2>

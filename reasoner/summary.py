@@ -1,5 +1,5 @@
-"""Job summaries over a store: success rate, per-step attempts, backtracks and latency,
-and the most common reasons checks failed. What a researcher reads off after
+"""Job summaries over a store: success rate, per-step attempts, backtracks, latency and
+compute, and the most common reasons checks failed. What a researcher reads off after
 running strategies over the same inputs.
 """
 
@@ -11,7 +11,27 @@ from collections import Counter, defaultdict
 import numpy as np
 from pydantic import BaseModel
 
+from reasoner.records import Compute
 from reasoner.store import Store
+
+
+class Spent(BaseModel):
+    """Mean compute per run: calls by generator, language-model tokens in and out."""
+
+    calls: dict[str, float]
+    prompt_tokens: float
+    generated_tokens: float
+
+    @classmethod
+    def mean(cls, parts: list[Compute]) -> Spent:
+        total, n = Compute.total(parts), max(len(parts), 1)
+        return cls(calls={name: count / n for name, count in sorted(total.calls.items())},
+                   prompt_tokens=total.prompt_tokens / n,
+                   generated_tokens=total.generated_tokens / n)
+
+    def __str__(self) -> str:
+        calls = ", ".join(f"{name} {n:.1f}" for name, n in self.calls.items()) or "no calls"
+        return f"{calls}; tokens {self.prompt_tokens:.0f} in, {self.generated_tokens:.0f} out"
 
 
 class Latency(BaseModel):
@@ -34,16 +54,19 @@ class StepSummary(BaseModel):
     first_try: float  # share of runs where the first attempt passed
     backtracks: int
     latency_s: Latency | None  # time in the step per run, retries included
+    compute: Spent  # per run, every attempt counted
 
 
 class Summary(BaseModel):
     plan: str | None
     runs: int
     succeeded: int
+    degraded: int
     failed: int
     unfinished: int
-    success_rate: float
+    success_rate: float  # succeeded, not degraded
     job_latency_s: Latency | None
+    compute: Spent  # per run
     steps: list[StepSummary]
     failure_reasons: list[tuple[str, int]]  # most common first, numbers replaced by N
 
@@ -63,6 +86,7 @@ def summarize_store(store: Store, plan: str | None = None, top: int = 10) -> Sum
     per_step: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     backtracks: Counter[str] = Counter()
     reasons: Counter[str] = Counter()
+    spent: dict[str, list[Compute]] = defaultdict(list)
     for history in histories:
         by_step: dict[str, list] = defaultdict(list)
         for attempt in history.attempts:
@@ -72,8 +96,9 @@ def summarize_store(store: Store, plan: str | None = None, top: int = 10) -> Sum
         for step, attempts in by_step.items():
             stats = per_step[step]
             stats["attempts"].append(len(attempts))
-            stats["first_try"].append(float(attempts[0].status == "succeeded"))
+            stats["first_try"].append(float(attempts[0].status != "failed"))
             stats["time"].append(sum(a.duration_s for a in attempts))
+            spent[step].append(Compute.total(a.compute for a in attempts))
         for decision in history.backtracks:
             backtracks[_group(decision.failed)] += 1
     finished = [h.record.finished_at - h.record.created_at for h in histories
@@ -82,15 +107,18 @@ def summarize_store(store: Store, plan: str | None = None, top: int = 10) -> Sum
         StepSummary(step=step, runs=len(stats["attempts"]),
                     mean_attempts=float(np.mean(stats["attempts"])),
                     first_try=float(np.mean(stats["first_try"])), backtracks=backtracks[step],
-                    latency_s=Latency.of(stats["time"]))
+                    latency_s=Latency.of(stats["time"]), compute=Spent.mean(spent[step]))
         for step, stats in per_step.items()
     ]
     total = len(histories)
+    ended = statuses["succeeded"] + statuses["degraded"] + statuses["failed"]
     return Summary(
-        plan=plan, runs=total, succeeded=statuses["succeeded"], failed=statuses["failed"],
-        unfinished=total - statuses["succeeded"] - statuses["failed"],
+        plan=plan, runs=total, succeeded=statuses["succeeded"], degraded=statuses["degraded"],
+        failed=statuses["failed"], unfinished=total - ended,
         success_rate=statuses["succeeded"] / total if total else 0.0,
-        job_latency_s=Latency.of(finished), steps=steps,
+        job_latency_s=Latency.of(finished),
+        compute=Spent.mean([Compute.total(a.compute for a in h.attempts) for h in histories]),
+        steps=steps,
         failure_reasons=reasons.most_common(top),
     )
 
@@ -98,18 +126,20 @@ def summarize_store(store: Store, plan: str | None = None, top: int = 10) -> Sum
 def format_summary(summary: Summary) -> str:
     """The summary as text for people."""
     lines = [f"{summary.runs} runs{f' of {summary.plan}' if summary.plan else ''}: "
-             f"{summary.succeeded} succeeded, {summary.failed} failed, "
-             f"{summary.unfinished} unfinished; success rate {summary.success_rate:.1%}"]
+             f"{summary.succeeded} succeeded, {summary.degraded} degraded, "
+             f"{summary.failed} failed, {summary.unfinished} unfinished; "
+             f"success rate {summary.success_rate:.1%}"]
     if summary.job_latency_s:
         j = summary.job_latency_s
         lines.append(f"job latency p50 {j.p50:.3f} s, p90 {j.p90:.3f} s, p99 {j.p99:.3f} s")
+    lines.append(f"compute per run: {summary.compute}")
     lines.append(f"{'step':24} {'runs':>5} {'attempts':>9} {'1st try':>8} {'backtr.':>8} "
-                 f"{'p50 s':>8} {'p90 s':>8} {'p99 s':>8}")
+                 f"{'p50 s':>8} {'p90 s':>8} {'p99 s':>8}  compute per run")
     for s in summary.steps:
         lat = s.latency_s
         lines.append(f"{s.step[:24]:24} {s.runs:5d} {s.mean_attempts:9.2f} {s.first_try:8.1%} "
                      f"{s.backtracks:8d} {lat.p50 if lat else 0:8.3f} {lat.p90 if lat else 0:8.3f} "
-                     f"{lat.p99 if lat else 0:8.3f}")
+                     f"{lat.p99 if lat else 0:8.3f}  {s.compute}")
     if summary.failure_reasons:
         lines.append("most common failure reasons:")
         lines += [f"  {count:5d}  {reason}" for reason, count in summary.failure_reasons]
