@@ -1,13 +1,13 @@
 """game24: reach exactly 24 from four numbers with + - * /, each number used once.
 
 Three strategies behind the same input (`strategy`):
-- `search` (default): a breadth-first Tree-of-Thoughts search that grows the
-  step graph at run time. `solve` spawns the first `level`; each level asks
-  the language model to propose next moves ("a op b = c (left: ...)") for
-  every state of its frontier, verifies every proposal exactly (rational
-  arithmetic, only numbers that are left; illegal ones are rejected with the
-  reason), values the surviving states, keeps the best `beam`, and spawns the
-  next level, until a state is exactly 24 or the budget of LM calls is spent.
+- `search` (default): a breadth-first Tree-of-Thoughts beam search through
+  `reasoner.search`, which grows the step graph a level at a time. Each level
+  asks the language model to propose next moves ("a op b = c (left: ...)")
+  for every state of its beam, verifies every proposal exactly (rational
+  arithmetic, only numbers that are left; illegal ones are dropped and
+  logged with the reason), values the new states, keeps the best `beam`, and
+  goes on until a state is exactly 24 or the budget of LM calls is spent.
   States are valued by LM log-probability: one scoring pass gives the
   probabilities of the judgments " sure", " likely" and " impossible" after a
   value prompt, weighted 20 / 1 / 0.001 as Tree-of-Thoughts weights sampled
@@ -21,7 +21,6 @@ input number once. A puzzle left unsolved ends the run `failed`.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import math
 import random
@@ -33,6 +32,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from reasoner import Context, Plan, checks
 from reasoner.arithmetic import MAX_LINE_CHARS, ExpressionError, evaluate
+from reasoner.search import Budget, Found, Search, Started
 
 TARGET = Fraction(24)
 OPS = ("+", "-", "*", "/")
@@ -131,7 +131,6 @@ class State(BaseModel):
     numbers: list[str]  # exact rationals left, as strings ("7", "7/2")
     exprs: list[str]  # the expression that made each number
     moves: list[str] = []
-    value: float = 0.0
 
     def fractions(self) -> list[Fraction]:
         return [Fraction(n) for n in self.numbers]
@@ -141,27 +140,11 @@ class State(BaseModel):
         return len(self.numbers) == 1 and Fraction(self.numbers[0]) == TARGET
 
 
-class Frontier(BaseModel):
-    level: int
-    states: list[State]
-    calls: int  # LM calls spent before this level
-    beam: int
-    budget: int
-
-
-class Level(BaseModel):
-    level: int
-    kept: list[State]
-    proposals: int
-    rejected: list[str]  # "proposal: why"
-    calls: int  # LM calls spent up to and including this level
-    solved: State | None = None
-
-
 class Attempted(BaseModel):
     expression: str | None  # direct and random answer here; search answers in its levels
     calls: int
     proposals: int
+    search: Started | None = None
 
 
 class Answer(BaseModel):
@@ -278,15 +261,26 @@ def puzzles(count: int, seed: int = 0) -> list[list[int]]:
 
 
 # ----------------------------------------------------------------- the steps
-async def _propose(ctx: Context, state: State, seed: int) -> list[str]:
+async def propose(ctx: Context, state: State) -> list[State]:
+    """The LM's proposed moves from `state` that are legal; the others are logged."""
+    if len(state.numbers) < 2:
+        return []
     prompt = f"{RULES}\n{PROPOSE_EXAMPLE}\nInput: {' '.join(state.numbers)}\nPossible next steps:"
-    generation = await ctx.lm.generate(prompt, max_new_tokens=96, temperature=0.7, seed=seed)
-    return [line for line in generation.text.splitlines() if line.strip()]
+    generation = await ctx.lm.generate(prompt, max_new_tokens=96, temperature=0.7, seed=ctx.seed)
+    legal = []
+    for line in (text for text in generation.text.splitlines() if text.strip()):
+        verdict, child = verify_move(state, line)
+        if child is None:
+            ctx.log.info("rejected %r: %s", line.strip(), verdict.reason)
+        else:
+            legal.append(child)
+    return legal
 
 
-async def _value(ctx: Context, state: State) -> float:
+async def value(ctx: Context, state: State) -> float:
+    """Sure / likely / impossible, weighted by the LM's probabilities of each judgment."""
     if len(state.numbers) == 1:
-        return 1e6 if state.solved else 0.0
+        return 0.0  # not 24, or the goal check would have ended the search
     prompt = (f"Evaluate if the numbers {' '.join(state.numbers)} can reach 24 with + - * / "
               f"(sure / likely / impossible).\nJudgment:")
     logprobs = await ctx.lm.score(prompt, list(JUDGMENTS))
@@ -295,40 +289,17 @@ async def _value(ctx: Context, state: State) -> float:
     return sum(w * p for w, p in zip(WEIGHTS, weights, strict=True)) / sum(weights)
 
 
-@plan.template(retries=1, uses=["lm"], backtrack=False)
-async def level(ctx: Context, frontier: Frontier) -> Level:
-    proposals = await asyncio.gather(  # one request per state; the host batches them
-        *(_propose(ctx, state, ctx.seed + i) for i, state in enumerate(frontier.states)))
-    calls = frontier.calls + len(frontier.states)
-    rejected, candidates = [], {}
-    for state, lines in zip(frontier.states, proposals, strict=True):
-        for line in lines:
-            verdict, child = verify_move(state, line)
-            if child is None:
-                rejected.append(f"{line.strip()}: {verdict.reason}")
-            else:
-                candidates.setdefault(tuple(sorted(child.numbers)), child)
-    solved = next((s for s in candidates.values() if s.solved), None)
-    kept: list[State] = []
-    if solved is None and candidates:
-        states = list(candidates.values())
-        values = await asyncio.gather(*(_value(ctx, s) for s in states))
-        calls += sum(len(s.numbers) > 1 for s in states)
-        ranked = sorted(zip(values, range(len(states)), states, strict=True), reverse=True)
-        kept = [s.model_copy(update={"value": v}) for v, _, s in ranked[: frontier.beam]]
-        if calls + len(kept) <= frontier.budget and any(len(s.numbers) > 1 for s in kept):
-            ctx.spawn(level, str(frontier.level + 1), frontier.model_copy(
-                update={"level": frontier.level + 1, "states": kept, "calls": calls}))
-    return Level(level=frontier.level, kept=kept, proposals=sum(map(len, proposals)),
-                 rejected=rejected, calls=calls, solved=solved)
+levels = Search(plan, "level", state=State, propose=propose, value=value,
+                goal=lambda state: state.solved, key=lambda state: sorted(state.numbers),
+                strategy="beam", beam=3)
 
 
 @plan.step(uses=["lm"], backtrack=False)
 async def solve(ctx: Context, puzzle: Puzzle) -> Attempted:
     if puzzle.strategy == "search":
-        ctx.spawn(level, "1", Frontier(level=1, states=[start(puzzle)], calls=0,
-                                       beam=puzzle.beam, budget=puzzle.budget))
-        return Attempted(expression=None, calls=0, proposals=0)
+        started = levels.start(ctx, [start(puzzle)], Budget(lm_calls=puzzle.budget),
+                               beam=puzzle.beam)
+        return Attempted(expression=None, calls=0, proposals=0, search=started)
     if puzzle.strategy == "direct":
         numbers = " ".join(map(str, puzzle.numbers))
         generation = await ctx.lm.generate(
@@ -352,14 +323,13 @@ async def solve(ctx: Context, puzzle: Puzzle) -> Attempted:
 
 @plan.step(backtrack=False)
 async def answer(ctx: Context, puzzle: Puzzle, solve: Attempted) -> Answer:
-    levels = [out for out in ctx.expansion("solve").values() if isinstance(out, Level)]
-    solved = next((lv.solved for lv in levels if lv.solved is not None), None)
-    return Answer(
-        expression=solved.exprs[0] if solved else solve.expression,
-        strategy=puzzle.strategy,
-        calls=max([lv.calls for lv in levels], default=solve.calls),
-        proposals=solve.proposals + sum(lv.proposals for lv in levels),
-    )
+    if solve.search is None:
+        return Answer(expression=solve.expression, strategy=puzzle.strategy, calls=solve.calls,
+                      proposals=solve.proposals)
+    found: Found[State] = levels.result(ctx, "solve")
+    return Answer(expression=found.goal.state.exprs[0] if found.goal else None,
+                  strategy=puzzle.strategy, calls=found.spent.lm_calls,
+                  proposals=found.spent.proposals)
 
 
 @answer.check

@@ -45,16 +45,17 @@ async def test_search_grows_levels_and_reaches_24() -> None:
     levels = [name for name in run.steps if name.startswith("solve/")]
     assert levels == ["solve/1", "solve/1/2", "solve/1/2/3"]
     assert run.steps["answer"].checks[0].reason == "((13 - 9) * (10 - 4)) = 24"
-    assert (answer.calls, answer.proposals) == (7, 7)  # 4 proposal + 3 value calls; 3+2+2 lines
+    assert (answer.calls, answer.proposals) == (7, 4)  # 4 proposal + 3 value calls; 1+2+1 legal
 
 
-async def test_an_illegal_move_is_rejected_by_the_check() -> None:
+async def test_an_illegal_move_is_rejected_by_the_check(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO", logger="reasoner.step")
     run = await Engine(generators=fake_generators(lm=FakeLM(proposer))).run(
         plan, {"numbers": [4, 9, 10, 13]})
     first = run.output("solve/1")
-    assert "10 - 4 = 7 (left: 7 9 13): 10 - 4 is 6, not 7" in first.rejected
-    assert "2 + 2 = 4 (left: 4 4): 2 is not among the numbers left" in first.rejected
-    assert [s.numbers for s in first.kept] == [["4", "10", "4"]]
+    assert "'10 - 4 = 7 (left: 7 9 13)': 10 - 4 is 6, not 7" in caplog.text
+    assert "'2 + 2 = 4 (left: 4 4)': 2 is not among the numbers left" in caplog.text
+    assert [c.state.numbers for c in first.children] == [["4", "10", "4"]]
 
 
 async def test_a_spent_budget_fails_the_run_with_the_reason() -> None:
@@ -62,7 +63,8 @@ async def test_a_spent_budget_fails_the_run_with_the_reason() -> None:
     run = await Engine(generators=fake_generators(lm=lm)).run(plan, {"numbers": [4, 9, 10, 13]})
     assert run.status == "failed"
     assert run.error == "step 'answer' failed: exactly_24: no expression reaches 24"
-    assert run.output("solve/1").kept == [] and "solve/1/2" not in run.steps
+    assert run.output("solve/1").children == [] and "solve/1/2" not in run.steps
+    assert run.output("solve/1").stop == "exhausted"
 
 
 @pytest.mark.parametrize(("reply", "passed"), [("(10 - 4) * (13 - 9) = 24", True),

@@ -130,19 +130,22 @@ async def test_story_writes_paragraphs_that_end_right(reasoner_models: dict[str,
     assert [p.endswith(e) for p, e in zip(text, endings, strict=True)] == [True, True]
 
 
-async def test_game24_search_proposes_and_checks_moves(reasoner_models: dict[str, Any]) -> None:
+async def test_game24_search_proposes_and_checks_moves(
+    reasoner_models: dict[str, Any], caplog: pytest.LogCaptureFixture,
+) -> None:
     """Seed 0: the model proposes two moves on numbers it was not given; both are rejected
-    with the reason, the frontier is empty, and the run fails on the exact final check."""
+    with the reason, nothing is left open, and the run fails on the exact final check."""
+    caplog.set_level("INFO", logger="reasoner.step")
     run = await Engine(generators=capped(reasoner_models, 40)).run(
         game24.plan, {"numbers": [4, 9, 10, 13], "beam": 2, "budget": 4}, seed=0)
     assert run.status == "failed"
     assert run.error == "step 'answer' failed: exactly_24: no expression reaches 24"
     first = run.output("solve/1")
-    assert (first.calls, first.proposals, first.kept, first.solved) == (1, 2, [], None)
-    assert first.rejected == [
-        "2 + 9 = 11 (left: 11 12 13): 2 is not among the numbers left",
-        "11 + 10 = 12 (left: 11 1: 11 is not among the numbers left"]
-    assert "solve/2" not in run.steps  # nothing kept, nothing to search further
+    assert (first.spent.lm_calls, first.children, first.goal, first.stop) == (
+        1, [], None, "exhausted")
+    assert "'2 + 9 = 11 (left: 11 12 13)': 2 is not among the numbers left" in caplog.text
+    assert "'11 + 10 = 12 (left: 11 1': 11 is not among the numbers left" in caplog.text
+    assert "solve/1/2" not in run.steps  # nothing kept, nothing to search further
 
 
 async def test_router_routes_a_24_puzzle_to_game24(reasoner_models: dict[str, Any]) -> None:
