@@ -16,6 +16,7 @@ import random
 from pydantic import BaseModel
 
 from reasoner import Plan
+from reasoner.search import Budget, Found, Search, Started
 
 
 class Task(BaseModel):
@@ -142,3 +143,53 @@ async def measure(ctx, task: Task) -> Measure:
 async def summarize(ctx, measure: Measure) -> Summary:
     await _started(ctx)
     return Summary(finite=math.isfinite(measure.value))
+
+
+# ------------------------------------------------------- sampling and search
+# start -> pick (6 samples at once, a vote) -> climb (a best-first search, a level a node)
+sampled = Plan("sampled", input=Task, description="A voted step of 6 samples, then a search.")
+
+
+class Climb(BaseModel):
+    n: int
+    goal: int
+
+
+async def _pick_sample(ctx, start: Num) -> Num:  # noqa: ANN001
+    await _started(ctx)
+    await asyncio.sleep(float(os.environ.get("FAULT_DELAY", "0")) * (ctx.attempt % 3))
+    return Num(v=start.v + _draw(ctx, 3))
+
+
+def _closeness(ctx, state: Climb) -> float:  # noqa: ANN001
+    return -abs(state.goal - state.n) + _draw(ctx, 10) / 100
+
+
+async def _logged_moves(ctx, state: Climb) -> list[Climb]:  # noqa: ANN001
+    await _started(ctx)
+    return [state.model_copy(update={"n": state.n + step}) for step in (1, 2, 3)]
+
+
+async def _begin(ctx, task: Task) -> Num:  # noqa: ANN001
+    await _started(ctx)
+    return Num(v=task.n + _draw(ctx))
+
+
+sampled.add_step(_begin, name="begin")
+sampled.add_step(_pick_sample, name="pick", inputs={"start": "begin"}, samples=6,
+                 select="vote", vote=lambda out: out.v)
+climb = Search(sampled, "climb", state=Climb, propose=_logged_moves, value=_closeness,
+               goal=lambda s: s.n == s.goal, strategy="best", uses=())
+
+
+async def _search(ctx, pick: Num) -> Started:  # noqa: ANN001
+    await _started(ctx)
+    return climb.start(ctx, [Climb(n=0, goal=pick.v % 20 + 12)], Budget(levels=40))
+
+
+def _found(ctx, search: Started) -> Found[Climb]:  # noqa: ANN001
+    return climb.result(ctx, "search")
+
+
+sampled.add_step(_search, name="search")
+sampled.add_step(_found, name="found")

@@ -138,6 +138,75 @@ def tuple_of(line: str) -> tuple[str, int]:
     return node, int(generation)
 
 
+def _stored_attempts(db: Path) -> set[tuple[str, int, int]]:
+    """(node, generation, attempt) of every attempt the store holds, passed or not."""
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT record FROM attempts").fetchall()
+    return {(r["node"], r["generation"], r["attempt"]) for r in (json.loads(t) for (t,) in rows)}
+
+
+def test_kill_minus_9_mid_sampling_and_mid_search_repeats_no_committed_attempt(
+    tmp_path: Path,
+) -> None:
+    """A voted step of 6 samples, killed with some samples committed; then a search, killed
+    between and inside its levels. Nothing committed runs again; the result is a clean run's."""
+    db, log = tmp_path / "runs.db", tmp_path / "log"
+    env = _env(log, 0.05)
+    command = [sys.executable, "-m", "reasoner", "run", "reliability_plans:sampled", "--input",
+               '{"n": 4}', "--store", str(db), "--seed", "11", "--json"]
+    rng = random.Random(99)
+    checkpoints: list[tuple[int, set[tuple[str, int, int]]]] = []
+    finished, kills = None, 0
+
+    def mid_sampling() -> bool:
+        picked = [a for a in _stored_attempts(db) if a[0] == "pick"] if db.exists() else []
+        return 1 <= len(picked) < 6
+
+    while finished is None and kills < 6:
+        process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
+                                   stderr=subprocess.DEVNULL, text=True)
+        if kills == 0:  # the first kill lands while the samples are landing
+            _wait_for(lambda p=process: mid_sampling() or p.poll() is not None)
+        else:
+            seen = len(_lines(log))
+            _wait_for(lambda p=process, n=seen: len(_lines(log)) > n or p.poll() is not None)
+            time.sleep(rng.uniform(0.0, 0.08))
+        process.kill()
+        out, _ = process.communicate()
+        if process.returncode == 0:
+            finished = json.loads(out)
+            break
+        kills += 1
+        assert _integrity(db) == "ok"
+        committed = _stored_attempts(db)
+        if kills == 1:
+            picked = {a for a in committed if a[0] == "pick"}
+            assert 1 <= len(picked) < 6, "the first kill should land mid-sampling"
+        checkpoints.append((len(_lines(log)), committed))
+        with sqlite3.connect(db) as conn:
+            (run_id,) = conn.execute("SELECT run_id FROM runs").fetchone()
+        command = [sys.executable, "-m", "reasoner", "resume", run_id, "--store", str(db),
+                   "--json"]
+    if finished is None:
+        result = _cli(*command[3:], env=env)
+        assert result.returncode == 0, result.stderr
+        finished = json.loads(result.stdout)
+    assert kills >= 2 and finished["status"] == "succeeded"
+    lines = _lines(log)
+    for at, committed in checkpoints:
+        again = [line for line in lines[at:]
+                 if (lambda n, g, a: (n, int(g), int(a)))(*line.split(" ")) in committed]
+        assert not again, f"committed attempts ran again after a kill: {again}"
+    fresh = _cli("run", "reliability_plans:sampled", "--input", '{"n": 4}', "--store",
+                 str(tmp_path / "fresh.db"), "--seed", "11", "--json",
+                 env=_env(tmp_path / "fresh.log", 0))
+    expected = json.loads(fresh.stdout)
+    assert {k: v["output"] for k, v in finished["steps"].items()} == {
+        k: v["output"] for k, v in expected["steps"].items()}
+    assert finished["steps"]["pick"]["votes"] == expected["steps"]["pick"]["votes"]
+    assert finished["steps"]["found"]["output"]["goal"] is not None
+
+
 # ------------------------------------------------------------------------ leases
 def _killed_run(tmp_path: Path) -> tuple[Path, Path, str]:
     """A CLI run of `faulty` killed with SIGKILL after a few steps committed."""
