@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable, MutableMapping, Sequence
@@ -32,6 +33,7 @@ from pydantic import BaseModel
 
 from generators import embedder as embedder_module
 from generators import lm as lm_module
+from reasoner.handles import Choices, check_options
 
 if TYPE_CHECKING:
     from generators.classifier import Classification
@@ -439,12 +441,14 @@ class LMHandle(_Handle):
         stop: Sequence[str] | None = None,
         seed: int = 0,
         schema: type[BaseModel] | None = None,
+        regex: str | None = None,
         system: str | None = None,
     ) -> lm_module.Generation:
         """Complete a chat (a string is one user message); `temperature=0` is greedy.
 
         With `schema`, the text is constrained to the model's JSON schema; a completion cut
-        short by `max_new_tokens` raises pydantic's ValidationError.
+        short by `max_new_tokens` raises pydantic's ValidationError. With `regex`, the text
+        fully matches it; one that does not (cut short) raises ValueError.
         """
         request = lm_module.GenerateRequest(
             messages=lm_module.to_messages(prompt, system),
@@ -454,6 +458,7 @@ class LMHandle(_Handle):
             stop=tuple(stop or ()),
             seed=seed,
             schema=schema,
+            regex=regex,
         )
         generation: lm_module.Generation = await self._submit(
             "generate",
@@ -464,6 +469,15 @@ class LMHandle(_Handle):
         )
         if schema is not None:
             schema.model_validate_json(generation.text)
+        if regex is not None and re.fullmatch(regex, generation.text) is None:
+            cause = (
+                f"cut short by max_new_tokens={max_new_tokens}"
+                if generation.finish_reason == "length"
+                else "cut by a stop string"
+            )
+            raise ValueError(
+                f"completion {generation.text!r} does not match regex {regex!r}: {cause}"
+            )
         return generation
 
     async def score(
@@ -471,6 +485,27 @@ class LMHandle(_Handle):
     ) -> list[float]:
         """Log-probability of each continuation as the reply to `prompt`."""
         request = lm_module.ScoreRequest(lm_module.to_messages(prompt), tuple(continuations))
+        return list((await self._score(request)).logprobs)
+
+    async def choose(
+        self,
+        prompt: str | Sequence[dict[str, str]],
+        options: Sequence[str],
+        *,
+        system: str | None = None,
+    ) -> Choices:
+        """Every option with its log-probability as the reply to `prompt`, best first.
+
+        Options must be distinct and non-empty (ValueError before anything is queued). The
+        prompt is read once for all options; calls batch with `score` calls.
+        """
+        check_options(options)
+        request = lm_module.ScoreRequest(lm_module.to_messages(prompt, system), tuple(options))
+        scored = await self._score(request)
+        return Choices.rank(options, scored.logprobs, scored.tokens, scored.prompt_tokens)
+
+    async def _score(self, request: lm_module.ScoreRequest) -> lm_module.Scored:
+        """`score` and `choose` share one batcher, so concurrent calls of both batch together."""
         return await self._submit("score", request, lm_module.score_batch, lm_module.validate_score)
 
 

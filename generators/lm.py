@@ -10,7 +10,14 @@ Generation runs its own decode loop over a left-padded batch with a KV cache ins
 `model.generate`: every row samples with its own `torch.Generator`, temperature, top-p,
 stop strings and token budget, so a request's output depends only on its own seed and
 parameters, never on the batch it shares. Output can be constrained to a pydantic model's
-JSON schema through outlines' logits processors, applied per row inside the same loop.
+JSON schema or to a regular expression through outlines' logits processors, applied per row
+inside the same loop, so requests with different constraints (or none) share one batch.
+
+Scoring (`score`, which also serves the handle's `choose`: rank options by log-probability)
+reads each prompt once: the batch's prompts go through the model with the KV cache, each
+prompt's cache rows are repeated once per option, and only the options go through on top.
+Ranking many options then costs little more than reading the prompt, where scoring each
+prompt-plus-option pair would read the prompt once per option.
 
 Text from users and from the model is data, never control: only the chat template's own
 markers become special tokens. Message contents and scored continuations are tokenized
@@ -21,10 +28,12 @@ model reply fed into a later prompt cannot forge a turn (`encode_chat`, `encode_
 from __future__ import annotations
 
 import argparse
+import copy
 import functools
 import importlib.util
 import json
 import os
+import re
 import secrets
 import shutil
 import tempfile
@@ -74,12 +83,22 @@ class GenerateRequest:
     stop: tuple[str, ...] = ()
     seed: int = 0
     schema: type[BaseModel] | None = None
+    regex: str | None = None
 
 
 @dataclass(frozen=True)
 class ScoreRequest:
     messages: tuple[Message, ...]
     continuations: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Scored:
+    """The log-probabilities of one request's continuations, and the tokens behind them."""
+
+    logprobs: tuple[float, ...]
+    tokens: tuple[int, ...]  # each continuation's token count
+    prompt_tokens: int
 
 
 def to_messages(
@@ -110,6 +129,37 @@ def validate_generate(req: GenerateRequest) -> None:
         isinstance(req.schema, type) and issubclass(req.schema, BaseModel)
     ):
         raise ValueError(f"schema must be a pydantic model class, got {req.schema!r}")
+    if req.regex is not None:
+        if req.schema is not None:
+            raise ValueError("give schema or regex, not both")
+        if not isinstance(req.regex, str):
+            raise ValueError(f"regex must be a string, got {req.regex!r}")
+        _check_regex(req.regex)
+
+
+@functools.cache
+def _byte_vocabulary() -> Any:
+    from outlines_core import Vocabulary
+
+    return Vocabulary(0, {bytes([b]): [b + 1] for b in range(256)})
+
+
+@functools.lru_cache(maxsize=256)
+def _check_regex(regex: str) -> None:
+    """Raise ValueError unless both Python (which checks the result) and outlines (which
+    constrains the decoding) accept `regex`.
+
+    Outlines is asked to index the regex over a vocabulary of every single byte: that can
+    spell any text, so the index fails only on what outlines cannot constrain at all
+    (lookarounds, backreferences, anchors, a regex that matches nothing), in microseconds.
+    """
+    from outlines_core import Index
+
+    try:
+        re.compile(regex)
+        Index(regex, _byte_vocabulary())
+    except (re.error, ValueError) as exc:
+        raise ValueError(f"invalid regex {regex!r}: {exc}") from None
 
 
 def validate_score(req: ScoreRequest) -> None:
@@ -212,8 +262,8 @@ class LanguageModel:
     tokenizer: Any
     device: torch.device
     eos_ids: frozenset[int]
-    _json_backend: Any = None
-    _json_indexes: dict[str, Any] = field(default_factory=dict)
+    _outlines: Any = None
+    _indexes: dict[tuple[str, str], Any] = field(default_factory=dict)
 
     @functools.cached_property
     def _special_ids(self) -> frozenset[int]:
@@ -302,11 +352,14 @@ class LanguageModel:
         if limit is not None and n > limit:
             raise ValueError(f"prompt plus completion is {n} tokens, the model allows {limit}")
 
+    @functools.cached_property
+    def _pad_id(self) -> int:
+        pad = self.tokenizer.pad_token_id
+        return pad if pad is not None else min(self.eos_ids)
+
     def _left_pad(self, seqs: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         width = max(len(s) for s in seqs)
-        pad = self.tokenizer.pad_token_id
-        pad = pad if pad is not None else next(iter(self.eos_ids))
-        ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+        ids = torch.full((len(seqs), width), self._pad_id, dtype=torch.long)
         mask = torch.zeros((len(seqs), width), dtype=torch.long)
         for i, s in enumerate(seqs):
             ids[i, width - len(s) :] = torch.tensor(s, dtype=torch.long)
@@ -329,22 +382,37 @@ class LanguageModel:
         )
         return out.logits, out.past_key_values
 
-    def _json_constraint(self, schema: type[BaseModel]) -> Any:
+    def _constraint(self, req: GenerateRequest) -> Any | None:
+        """A fresh outlines logits processor for the request's schema or regex, if any.
+
+        The index (the regex compiled against the whole vocabulary, the costly part) is
+        built once per schema or regex and shared by every request that uses it.
+        """
         import outlines
         from outlines.backends.outlines_core import (
             OutlinesCoreBackend,
             OutlinesCoreLogitsProcessor,
         )
 
-        if self._json_backend is None:
-            self._json_backend = OutlinesCoreBackend(
-                outlines.from_transformers(self.model, self.tokenizer)
+        if req.schema is not None:
+            key = ("schema", json.dumps(req.schema.model_json_schema(), sort_keys=True))
+        elif req.regex is not None:
+            key = ("regex", req.regex)
+        else:
+            return None
+        if key not in self._indexes:
+            if self._outlines is None:
+                self._outlines = OutlinesCoreBackend(
+                    outlines.from_transformers(self.model, self.tokenizer)
+                )
+            kind, spec = key
+            processor = (
+                self._outlines.get_json_schema_logits_processor(spec, JSON_WHITESPACE)
+                if kind == "schema"
+                else self._outlines.get_regex_logits_processor(spec)
             )
-        key = json.dumps(schema.model_json_schema(), sort_keys=True)
-        if key not in self._json_indexes:
-            processor = self._json_backend.get_json_schema_logits_processor(key, JSON_WHITESPACE)
-            self._json_indexes[key] = processor.index
-        return OutlinesCoreLogitsProcessor(self._json_indexes[key], "torch")
+            self._indexes[key] = processor.index
+        return OutlinesCoreLogitsProcessor(self._indexes[key], "torch")
 
     def _next_tokens(self, logits: torch.Tensor, rows: Sequence[_Row]) -> list[int]:
         """Sample one token per row on the CPU, each row from its own generator."""
@@ -399,7 +467,7 @@ class LanguageModel:
                 request=req,
                 prompt_len=len(prompt),
                 generator=torch.Generator().manual_seed(req.seed),
-                constraint=self._json_constraint(req.schema) if req.schema else None,
+                constraint=self._constraint(req),
             )
             for req, prompt in zip(requests, prompts, strict=True)
         ]
@@ -425,31 +493,90 @@ class LanguageModel:
         return [row.result for row in rows]  # type: ignore[misc]
 
     @torch.inference_mode()
-    def score(self, requests: Sequence[ScoreRequest]) -> list[list[float]]:
-        """Sum of log-probabilities of each continuation as the assistant's reply."""
-        pairs: list[tuple[list[int], list[int]]] = []
-        for req in requests:
-            prompt = self.encode_chat(req.messages)
-            for cont in req.continuations:
-                target = self.encode_text(cont)
+    def score(self, requests: Sequence[ScoreRequest]) -> list[Scored]:
+        """Sum of log-probabilities of each continuation as the assistant's reply.
+
+        Requests are taken in groups of up to SCORE_CHUNK continuations (a request with more
+        is a group alone), and each group's prompts are read once (`_score_group`).
+        """
+        prompts = [self.encode_chat(r.messages) for r in requests]
+        targets = [[self.encode_text(c) for c in r.continuations] for r in requests]
+        for prompt, conts in zip(prompts, targets, strict=True):
+            for target in conts:
                 self._check_length(len(prompt) + len(target))
-                pairs.append((prompt, target))
-        flat: list[float] = []
-        for start in range(0, len(pairs), SCORE_CHUNK):
-            chunk = pairs[start : start + SCORE_CHUNK]
-            ids, mask = self._left_pad([p + t for p, t in chunk])
-            # Left padding puts every continuation at the end: only the last logits are needed.
-            width = max(len(t) for _, t in chunk)
-            logits, _ = self._forward(ids, mask, None, keep=width + 1, use_cache=False)
-            logprobs = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-            targets = ids[:, -width:]
-            picked = logprobs.gather(-1, targets[..., None])[..., 0].cpu()
-            flat.extend(float(picked[i, width - len(t) :].sum()) for i, (_, t) in enumerate(chunk))
+        groups: list[list[int]] = []
+        rows = 0
+        for i, conts in enumerate(targets):
+            if not groups or rows + len(conts) > SCORE_CHUNK:
+                groups.append([])
+                rows = 0
+            groups[-1].append(i)
+            rows += len(conts)
+        logprobs: list[list[float]] = []
+        for group in groups:
+            logprobs += self._score_group([prompts[i] for i in group], [targets[i] for i in group])
+        return [
+            Scored(tuple(lp), tuple(len(t) for t in conts), len(prompt))
+            for lp, conts, prompt in zip(logprobs, targets, prompts, strict=True)
+        ]
+
+    def _score_group(
+        self, prompts: Sequence[list[int]], targets: Sequence[Sequence[list[int]]]
+    ) -> list[list[float]]:
+        """Per prompt, the log-probability of each of its targets, every prompt read once.
+
+        The left-padded prompts go through the model with the KV cache; their last logits
+        predict every target's first token. Then SCORE_CHUNK targets at a time go through
+        on top of their prompt's cache row, repeated once per target (`_score_rows`).
+        """
+        ids, mask = self._left_pad(prompts)
+        logits, cache = self._forward(ids, mask, None, keep=1, use_cache=True)
+        first = torch.log_softmax(logits[:, -1].float(), dim=-1)  # (prompts, vocab)
+        rows = [(p, target) for p, ts in enumerate(targets) for target in ts]
+        sums: list[float] = []
+        for start in range(0, len(rows), SCORE_CHUNK):
+            chunk = rows[start : start + SCORE_CHUNK]
+            index = torch.tensor([p for p, _ in chunk], device=self.device)
+            # Selecting rows replaces the cache's tensors: keep the prompts' for the next chunk.
+            rows_cache = cache if start + SCORE_CHUNK >= len(rows) else copy.deepcopy(cache)
+            sums += self._score_rows(first[index], rows_cache, mask[index], index,
+                                     [t for _, t in chunk])
         out, pos = [], 0
-        for req in requests:
-            out.append(flat[pos : pos + len(req.continuations)])
-            pos += len(req.continuations)
+        for ts in targets:
+            out.append(sums[pos : pos + len(ts)])
+            pos += len(ts)
         return out
+
+    def _score_rows(
+        self,
+        first: torch.Tensor,
+        cache: Any,
+        prompt_mask: torch.Tensor,
+        index: torch.Tensor,
+        targets: Sequence[list[int]],
+    ) -> list[float]:
+        """Log-probabilities of `targets`; target i follows prompt `index[i]` of the cache.
+
+        `first` (targets, vocab) holds each target's log-probabilities of its first token;
+        the rest come from the targets, right-padded after their prompt, fed through on top
+        of the cache (less their last token, which is only predicted).
+        """
+        width = max(len(t) for t in targets)
+        ids = torch.full((len(targets), width), self._pad_id, dtype=torch.long)
+        mask = torch.zeros((len(targets), width), dtype=torch.long)
+        for i, target in enumerate(targets):
+            ids[i, : len(target)] = torch.tensor(target, dtype=torch.long)
+            mask[i, : len(target)] = 1
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        total = first.gather(-1, ids[:, :1])[:, 0]
+        if width > 1:
+            cache.batch_select_indices(index)
+            full_mask = torch.cat([prompt_mask, mask[:, :-1]], dim=1)
+            logits, _ = self._forward(ids[:, :-1], full_mask, cache, keep=width - 1, use_cache=True)
+            logits = logits.float()
+            picked = logits.gather(-1, ids[:, 1:, None])[..., 0] - logits.logsumexp(-1)
+            total = total + picked.masked_fill(mask[:, 1:] == 0, 0.0).sum(-1)
+        return total.cpu().tolist()
 
 
 def load(device: str | torch.device, model: str | None = None) -> LanguageModel:
@@ -475,7 +602,7 @@ def generate_batch(lm: LanguageModel, requests: list[GenerateRequest]) -> list[G
     return lm.generate(requests)
 
 
-def score_batch(lm: LanguageModel, requests: list[ScoreRequest]) -> list[list[float]]:
+def score_batch(lm: LanguageModel, requests: list[ScoreRequest]) -> list[Scored]:
     return lm.score(requests)
 
 

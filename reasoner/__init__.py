@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from reasoner.context import Context
     from reasoner.engine import Engine, default_engine
     from reasoner.events import Event
+    from reasoner.handles import Choice, Choices
     from reasoner.plan import CompiledPlan, Plan, Step
     from reasoner.registry import known_plans, load_plan
     from reasoner.run import Run, StepRun
@@ -64,6 +65,8 @@ _EXPORTS = {
     "Engine": "reasoner.engine",
     "default_engine": "reasoner.engine",
     "Event": "reasoner.events",
+    "Choice": "reasoner.handles",
+    "Choices": "reasoner.handles",
     "Plan": "reasoner.plan",
     "Step": "reasoner.plan",
     "known_plans": "reasoner.registry",
@@ -81,6 +84,8 @@ __all__ = [
     "ExpressionError",
     "PlanningError",
     "Array",
+    "Choice",
+    "Choices",
     "Context",
     "Engine",
     "Event",

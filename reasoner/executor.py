@@ -190,6 +190,16 @@ class _Tried:
         return self.record.score, -self.record.attempt
 
 
+def _key(vote: Any, attempt: AttemptRecord, output: BaseModel | None) -> Any:
+    """The answer a stored passing sample votes for (None if it cannot vote now)."""
+    if vote is None or output is None or attempt.status == "failed":
+        return None
+    try:
+        return vote(output)
+    except Exception:  # it voted when it ran; a vote function that changed cannot fail a resume
+        return None
+
+
 def _payload_type(step: Step) -> type[BaseModel]:
     return next(a for p, a in step.annotations.items() if p not in step.defaults)
 
@@ -250,10 +260,7 @@ class Execution:
                     continue
                 text = state.outputs.get(attempt.attempt)
                 output = None if text is None else load_output(node.step.output, text, stored.blobs)
-                key = None
-                if vote is not None and output is not None and attempt.status != "failed":
-                    key = vote(output)
-                node.tried[attempt.attempt] = _Tried(attempt, output, key)
+                node.tried[attempt.attempt] = _Tried(attempt, output, _key(vote, attempt, output))
             if node.standing is not None:
                 node.output = node.tried[node.standing.attempt].output
             self.history[name] = state.attempts

@@ -31,6 +31,8 @@ class Spent(BaseModel):
 
     def __str__(self) -> str:
         calls = ", ".join(f"{name} {n:.1f}" for name, n in self.calls.items()) or "no calls"
+        if not (self.prompt_tokens or self.generated_tokens):
+            return calls
         return f"{calls}; tokens {self.prompt_tokens:.0f} in, {self.generated_tokens:.0f} out"
 
 
@@ -126,8 +128,9 @@ def summarize_store(store: Store, plan: str | None = None, top: int = 10) -> Sum
 def format_summary(summary: Summary) -> str:
     """The summary as text for people."""
     lines = [f"{summary.runs} runs{f' of {summary.plan}' if summary.plan else ''}: "
-             f"{summary.succeeded} succeeded, {summary.degraded} degraded, "
-             f"{summary.failed} failed, {summary.unfinished} unfinished; "
+             f"{summary.succeeded} succeeded, "
+             + (f"{summary.degraded} degraded, " if summary.degraded else "")
+             + f"{summary.failed} failed, {summary.unfinished} unfinished; "
              f"success rate {summary.success_rate:.1%}"]
     if summary.job_latency_s:
         j = summary.job_latency_s

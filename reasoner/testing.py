@@ -5,22 +5,27 @@ coherent with each other, so chains behave like the real thing: the fake GAN
 draws seven-segment digits, the fake classifier reads them back by template
 matching, the fake VAE decodes a latent into the glyph of its (soft) label,
 and the fake embedder scores texts by the words they share. Each takes hooks
-to script failures (a misdrawn digit, a bad LM answer) for the failure paths.
+to script failures (a misdrawn digit, a bad LM answer) for the failure paths, and
+the fake LM's ranking of options can be scripted too.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import random
 import re
+import string
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from re import _constants as sre  # the stdlib's regex parser, already loaded by `re`
+from re import _parser as sre_parse
 from typing import Any
 
 import numpy as np
 from pydantic import BaseModel
 
-from reasoner.handles import HANDLES, ProjectHandles, Prompt
+from reasoner.handles import HANDLES, Choices, ProjectHandles, Prompt, check_options
 from reasoner.run import Run, excerpt
 
 # Seven segments (a top, b top-right, c bottom-right, d bottom, e bottom-left, f top-left,
@@ -72,10 +77,20 @@ def _prompt_text(prompt: Prompt) -> str:
 
 
 class FakeLM:
-    """`generate` answers with `respond(prompt, seed)`; `score` prefers shared words."""
+    """`generate` answers with `respond(prompt, seed)`; `score` and `choose` prefer the
+    options that share words with the prompt, or follow `prefer(prompt, option)` when given.
 
-    def __init__(self, respond: Callable[[str, int], str] | None = None) -> None:
+    With `regex`, a scripted reply that does not match it is replaced by a string drawn
+    from the regex by the seed, as constrained decoding would never produce it.
+    """
+
+    def __init__(
+        self,
+        respond: Callable[[str, int], str] | None = None,
+        prefer: Callable[[str, str], float] | None = None,
+    ) -> None:
         self.respond = respond or (lambda prompt, seed: f"reply {seed % 1000} to: {prompt[-40:]}")
+        self.prefer = prefer or _shared_words
         self.calls: list[tuple[str, int]] = []
 
     async def generate(
@@ -88,12 +103,22 @@ class FakeLM:
         stop: Sequence[str] | None = None,
         seed: int = 0,
         schema: type[BaseModel] | None = None,
+        regex: str | None = None,
         system: str | None = None,
     ) -> FakeGeneration:
+        if schema is not None and regex is not None:
+            raise ValueError("give schema or regex, not both")
+        if regex is not None:
+            try:
+                re.compile(regex)
+            except re.error as exc:
+                raise ValueError(f"invalid regex {regex!r}: {exc}") from None
         await _tick()
         text = _prompt_text(prompt)
         self.calls.append((text, seed))
         reply = self.respond(text, seed)
+        if regex is not None and re.fullmatch(regex, reply) is None:
+            reply = draw_from_regex(regex, seed)
         for marker in stop or ():
             reply = reply.split(marker, 1)[0]
         words = reply.split()
@@ -103,15 +128,118 @@ class FakeLM:
             reason = "stop"
         if schema is not None:
             schema.model_validate_json(reply)
+        if regex is not None and re.fullmatch(regex, reply) is None:
+            raise ValueError(f"completion {reply!r} does not match regex {regex!r}: "
+                             f"cut short by max_new_tokens={max_new_tokens} or a stop string")
         return FakeGeneration(reply, len(text.split()), min(len(words), max_new_tokens), reason)
 
     async def score(self, prompt: Prompt, continuations: Sequence[str]) -> list[float]:
         await _tick()
-        vocabulary = set(re.findall(r"\w+", _prompt_text(prompt).lower()))
-        return [
-            sum(word in vocabulary for word in re.findall(r"\w+", c.lower())) - 0.1 * len(c.split())
-            for c in continuations
-        ]
+        text = _prompt_text(prompt)
+        return [self.prefer(text, c) for c in continuations]
+
+    async def choose(
+        self, prompt: Prompt, options: Sequence[str], *, system: str | None = None
+    ) -> Choices:
+        check_options(options)
+        text = _prompt_text(prompt) if system is None else f"{system}\n{_prompt_text(prompt)}"
+        logprobs = await self.score(text, options)
+        tokens = [len(option.split()) for option in options]
+        return Choices.rank(options, logprobs, tokens, len(text.split()))
+
+
+def _shared_words(prompt: str, option: str) -> float:
+    """A log-probability stand-in: words shared with the prompt, less 0.1 per word."""
+    vocabulary = set(re.findall(r"\w+", prompt.lower()))
+    return sum(word in vocabulary for word in re.findall(r"\w+", option.lower())) - 0.1 * len(
+        option.split()
+    )
+
+
+_PRINTABLE = string.ascii_letters + string.digits + string.punctuation + " "
+_CATEGORIES = {
+    sre.CATEGORY_DIGIT: r"\d",
+    sre.CATEGORY_NOT_DIGIT: r"\D",
+    sre.CATEGORY_WORD: r"\w",
+    sre.CATEGORY_NOT_WORD: r"\W",
+    sre.CATEGORY_SPACE: r"\s",
+    sre.CATEGORY_NOT_SPACE: r"\S",
+}
+
+
+def draw_from_regex(regex: str, seed: int, *, tries: int = 100) -> str:
+    """A string that fully matches `regex`, drawn by `seed` (ValueError if none is found).
+
+    A seeded walk over the regex's parse tree (Python's own parser): each alternative,
+    repeat count and character is picked at random among what the pattern allows, repeats
+    of unbounded ones capped at three more than their minimum, characters from printable
+    ASCII or the ranges the pattern names. Each draw is checked against the regex, so
+    what the walk cannot honour (lookarounds, anchors inside) is drawn again, then refused.
+    """
+    rng = random.Random(seed)
+    tree = sre_parse.parse(regex)
+    for _ in range(tries):
+        text = _draw(tree, rng, {})
+        if re.fullmatch(regex, text) is not None:
+            return text
+    raise ValueError(f"FakeLM drew no string matching regex {regex!r} in {tries} tries")
+
+
+def _draw(items: Any, rng: random.Random, groups: dict[int, str]) -> str:
+    """A string for a parsed (sub)pattern; `groups` collects what each group drew."""
+    out = []
+    for op, arg in items:
+        if op is sre.LITERAL:
+            out.append(chr(arg))
+        elif op is sre.NOT_LITERAL:
+            out.append(_pick(rng, [c for c in _PRINTABLE if ord(c) != arg]))
+        elif op is sre.ANY:
+            out.append(rng.choice(_PRINTABLE))
+        elif op is sre.IN:
+            out.append(_draw_in(arg, rng))
+        elif op is sre.BRANCH:
+            out.append(_draw(rng.choice(arg[1]), rng, groups))
+        elif op is sre.SUBPATTERN:
+            group, *_, sub = arg
+            text = _draw(sub, rng, groups)
+            if group is not None:
+                groups[group] = text
+            out.append(text)
+        elif op in (sre.MAX_REPEAT, sre.MIN_REPEAT, sre.POSSESSIVE_REPEAT):
+            low, high, sub = arg
+            out.extend(_draw(sub, rng, groups) for _ in range(rng.randint(low, min(high, low + 3))))
+        elif op is sre.ATOMIC_GROUP:
+            out.append(_draw(arg, rng, groups))
+        elif op is sre.GROUPREF:
+            out.append(groups.get(arg, ""))
+        # Anchors and lookarounds add no characters; the caller's final check judges them.
+    return "".join(out)
+
+
+def _draw_in(items: Any, rng: random.Random) -> str:
+    """One character of a set `[...]`: a member, or for `[^...]` a printable non-member."""
+
+    def member(c: str) -> bool:
+        return any(
+            (op is sre.LITERAL and ord(c) == arg)
+            or (op is sre.RANGE and arg[0] <= ord(c) <= arg[1])
+            or (op is sre.CATEGORY and re.fullmatch(_CATEGORIES.get(arg, "(?!)"), c) is not None)
+            for op, arg in items
+        )
+
+    if items[0][0] is sre.NEGATE:
+        return _pick(rng, [c for c in _PRINTABLE if not member(c)])
+    op, arg = rng.choice(items)
+    if op is sre.LITERAL:
+        return chr(arg)
+    if op is sre.RANGE:
+        return chr(rng.randint(*arg))
+    return _pick(rng, [c for c in _PRINTABLE if member(c)])
+
+
+def _pick(rng: random.Random, chars: Sequence[str]) -> str:
+    """A random one of `chars`; none (a set nothing printable is in) draws nothing."""
+    return rng.choice(chars) if chars else ""
 
 
 class FakeGAN:
@@ -227,17 +355,23 @@ def fake_generators(**overrides: Any) -> ProjectHandles:
     return fakes
 
 
-def assert_coherent(run: Run, min_step: float | None = None, min_edge: float | None = None) -> None:
+def assert_coherent(run: Run, min_step: float | None = None, min_edge: float | None = None,
+                    *, allow_degraded: bool = False) -> None:
     """Fail, naming the step or edge, its score, the threshold, why, and what it made.
 
-    Every step must have succeeded; with `min_step`, every step with checks must
-    score at least that; with `min_edge`, every scored edge must too.
+    Every step must have succeeded (or, with `allow_degraded`, be degraded: a
+    best effort kept when its checks could not be met); with `min_step`, every
+    step with checks must score at least that; with `min_edge`, every scored
+    edge must too.
     """
     report = run.coherence()
     problems = []
     for step in report.steps:
         output = run.steps[step.step].output
-        if step.status != "succeeded":
+        if step.status == "degraded" and not allow_degraded:
+            problems.append(f"step {step.step!r} degraded (its best attempt was kept, failing "
+                            f"{'; '.join(step.reasons)}); output: {excerpt(output)}")
+        elif step.status not in ("succeeded", "degraded"):
             problems.append(f"step {step.step!r} {step.status}: {'; '.join(step.reasons) or run.error}")
         elif min_step is not None and step.score is not None and step.score < min_step:
             problems.append(

@@ -105,3 +105,21 @@ async def linger(task: Task) -> Num:
         raise
     return Num(v=task.n)
 
+
+
+hedged = Plan("hedged", input=Task, description="A voted step, then one that never passes.")
+
+
+@hedged.step(samples=5, select="vote", vote=lambda out: out.v % 2)
+async def guess(ctx, task: Task) -> Num:
+    return Num(v=random.Random(ctx.seed).randrange(1000) + task.n)
+
+
+@hedged.step(retries=1, on_exhausted="best")
+async def polish(ctx, guess: Num) -> Num:
+    return Num(v=guess.v + random.Random(ctx.seed).randrange(10))
+
+
+@polish.check
+def perfect(out: Num) -> checks.Result:
+    return checks.Result.fail(f"{out.v} is not perfect", score=(out.v % 10) / 10)

@@ -121,3 +121,28 @@ def test_graph_and_plans(capsys) -> None:  # noqa: ANN001
         "morph: one handwritten digit turning smoothly into another.")
     code, out, _ = run_cli(capsys, "plans")
     assert code == 0 and [line.split()[0] for line in out.splitlines()] == list(listed)
+
+
+def test_a_degraded_run_exits_0_and_says_what_was_kept(capsys, tmp_path: Path) -> None:  # noqa: ANN001
+    db = str(tmp_path / "runs.db")
+    code, out, err = run_cli(capsys, "run", "sample_plans:hedged", "--input", '{"n": 1}',
+                             "--store", db, "--seed", "2")
+    assert code == 0, err
+    run_id = out.split()[0]
+    assert out.strip() == f"{run_id}  hedged  degraded  (best effort kept for polish)"
+    assert err.splitlines()[-1] == "0 succeeded, 1 degraded, 0 failed"
+    code, out, _ = run_cli(capsys, "show", run_id, "--store", db, "--json")
+    shown = json.loads(out)
+    guess, polish = shown["steps"]["guess"], shown["steps"]["polish"]
+    assert shown["status"] == "degraded" and polish["status"] == "degraded"
+    # polish backtracked into guess twice (3 rounds of 5 samples) before keeping its best
+    assert len(shown["backtracks"]) == 2 and guess["attempts"] == 15
+    assert sum(guess["votes"].values()) == 5  # the standing round's votes
+    assert guess["confidence"] == max(guess["votes"].values()) / 5
+    assert polish["chosen"] in (1, 2) and polish["error"].startswith("perfect: ")
+    code, out, _ = run_cli(capsys, "show", run_id, "--store", db)
+    assert "degraded: polish kept their best attempt" in out
+    assert f"confidence {guess['confidence']:.2f} (votes: " in out
+    assert "polish: degraded, 6 attempt(s), attempt" in out and "unmet: perfect: " in out
+    code, out, _ = run_cli(capsys, "summary", "--store", db)
+    assert "0 succeeded, 1 degraded, 0 failed" in out

@@ -10,6 +10,7 @@ import pytest
 from pydantic import BaseModel
 
 from reasoner import Engine, Plan, PlanError, checks
+from reasoner.report import render_run
 from reasoner.run import read_run
 from reasoner.store import SQLiteStore
 from reasoner.summary import summarize_store
@@ -117,6 +118,8 @@ async def test_vote_keeps_the_most_frequent_answer_and_records_its_share() -> No
     assert step.votes == {"7": 3, "9": 2}  # the failing sample does not vote
     assert run.coherence().steps[0].confidence == pytest.approx(0.5)
     assert run.to_json()["steps"]["draw"]["confidence"] == pytest.approx(0.5)
+    page = render_run(run)
+    assert "confidence 0.50 · votes: 7 ×3, 9 ×2" in page and "50% agree" in page
 
 
 async def test_a_vote_tie_goes_to_the_answer_with_the_higher_score() -> None:
@@ -183,6 +186,7 @@ async def test_best_effort_keeps_the_best_attempt_marks_it_degraded_and_goes_on(
     with pytest.raises(AssertionError, match="step 'draw' degraded"):
         assert_coherent(run)
     assert_coherent(run, allow_degraded=True)
+    assert 'data-status="degraded"' in render_run(run)
     again = read_run(engine.store.load(run.run_id))  # the store says the same, plan-free
     assert again.status == "degraded" and again.steps["draw"].status == "degraded"
     assert again.output("draw").value == max(values)

@@ -1,8 +1,11 @@
-"""The language model on CPU for real: batching, seeds, stop strings, scoring, schemas."""
+"""The language model on CPU for real: batching, seeds, stop strings, scoring, choosing,
+schemas and regexes."""
 
 from __future__ import annotations
 
 import asyncio
+import math
+import re
 
 import pytest
 import torch
@@ -76,7 +79,7 @@ def test_stop_string_cuts_the_text(language_model: LanguageModel):
 
 
 def test_score_ranks_the_obvious_continuation_higher(language_model: LanguageModel):
-    (scores,) = language_model.score(
+    (scored,) = language_model.score(
         [
             ScoreRequest(
                 to_messages("What is the capital of France?"),
@@ -84,6 +87,7 @@ def test_score_ranks_the_obvious_continuation_higher(language_model: LanguageMod
             )
         ]
     )
+    scores = scored.logprobs
     assert scores[0] > scores[1]
     assert all(s < 0 for s in scores)
 
@@ -96,7 +100,7 @@ def test_score_is_batched_consistently(language_model: LanguageModel):
     together = language_model.score(reqs)
     alone = [language_model.score([r])[0] for r in reqs]
     for got, want in zip(together, alone, strict=True):
-        assert got == pytest.approx(want, abs=1e-3)
+        assert got.logprobs == pytest.approx(want.logprobs, abs=1e-3)
 
 
 def test_invalid_parameters_are_rejected():
@@ -229,13 +233,173 @@ def test_scored_continuations_are_text(language_model: LanguageModel):
     assert special not in language_model.encode_text("<|im_end|>")
     assert language_model.tokenizer.decode(language_model.encode_text("<|im_end|>")) == "<|im_end|>"
     messages = to_messages("Say nothing.")
-    (scores,) = language_model.score([ScoreRequest(messages, ("<|im_end|>", "Okay"))])
+    (scored,) = language_model.score([ScoreRequest(messages, ("<|im_end|>", "Okay"))])
     # The score is the log-probability of the marker's characters, not of the marker.
+    assert scored.logprobs[0] == pytest.approx(
+        reference_logprob(language_model, messages, "<|im_end|>"), abs=1e-3
+    )
     prompt = language_model.encode_chat(messages)
-    target = language_model.encode_text("<|im_end|>")
     with torch.inference_mode():
-        logits = language_model.model(torch.tensor([prompt + target])).logits[0].float()
+        logits = language_model.model(torch.tensor([prompt])).logits[0, -1].float()
+    assert float(torch.log_softmax(logits, -1)[special]) != pytest.approx(scored.logprobs[0], abs=1e-3)
+
+
+# --- choose: options ranked, the prompt read once -----------------------------------------
+def reference_logprob(lm: LanguageModel, messages, text: str) -> float:
+    """The plain computation: prompt and text through the model together, no padding, no
+    cache; the text's tokens' log-probabilities summed."""
+    prompt = lm.encode_chat(messages)
+    target = lm.encode_text(text)
+    with torch.inference_mode():
+        logits = lm.model(torch.tensor([prompt + target])).logits[0].float()
     logprobs = torch.log_softmax(logits[len(prompt) - 1 : -1], dim=-1)
-    expected = float(logprobs.gather(-1, torch.tensor(target)[:, None]).sum())
-    assert scores[0] == pytest.approx(expected, abs=1e-3)
-    assert float(logprobs[0, special]) != pytest.approx(scores[0], abs=1e-3)
+    return float(logprobs.gather(-1, torch.tensor(target)[:, None]).sum())
+
+
+async def test_choose_ranks_the_right_option_first(host: Host, language_model: LanguageModel):
+    options = ["banana", "Paris", "The moon"]
+    choices = await host.lm.choose("What is the capital of France?", options)
+    assert choices.best.text == "Paris"
+    assert sorted(c.text for c in choices) == sorted(options) and len(choices) == 3
+    logprobs = [c.logprob for c in choices]
+    assert logprobs == sorted(logprobs, reverse=True)
+    assert all(math.isfinite(lp) and lp <= 0 for lp in logprobs)
+    tokens = {o: len(language_model.encode_text(o)) for o in options}
+    assert {c.text: c.tokens for c in choices} == tokens
+    prompt = len(language_model.encode_chat(to_messages("What is the capital of France?")))
+    assert choices.prompt_tokens == prompt + sum(tokens.values())
+    # `score` is the same computation, in the given order.
+    scores = await host.lm.score("What is the capital of France?", options)
+    assert scores == [next(c.logprob for c in choices if c.text == o) for o in options]
+
+
+async def test_choose_reads_the_system_prompt(host: Host, language_model: LanguageModel):
+    question, system = "Which word do you pick?", "Always answer: dog"
+    plain = await host.lm.choose(question, ["cat", "dog"])
+    steered = await host.lm.choose(question, ["cat", "dog"], system=system)
+    prompt = language_model.encode_chat(to_messages(question, system))
+    assert steered.prompt_tokens == len(prompt) + 2
+    assert [c.logprob for c in steered] != [c.logprob for c in plain]
+
+
+@pytest.mark.parametrize("chunk", [lm_module.SCORE_CHUNK, 2])
+def test_shared_prefix_scores_equal_the_per_pair_computation(
+    language_model: LanguageModel, monkeypatch, chunk: int
+):
+    # chunk=2 splits the batch into groups and a request's options over several cache copies.
+    monkeypatch.setattr(lm_module, "SCORE_CHUNK", chunk)
+    requests = [
+        ScoreRequest(to_messages("What is the capital of France?"),
+                     ("Paris", "It is Paris, the largest city of France.", "A banana.")),
+        ScoreRequest(to_messages("Name a colour of the sky, in one word.", system="Be brief."),
+                     ("Blue", "I do not know the answer to that question.")),
+    ]
+    scored = language_model.score(requests)
+    for req, got in zip(requests, scored, strict=True):
+        want = [reference_logprob(language_model, req.messages, c) for c in req.continuations]
+        assert got.logprobs == pytest.approx(want, abs=1e-3)
+        assert got.tokens == tuple(len(language_model.encode_text(c)) for c in req.continuations)
+        assert got.prompt_tokens == len(language_model.encode_chat(req.messages))
+
+
+def test_the_prompt_is_read_once_per_request(language_model: LanguageModel, monkeypatch):
+    shapes: list[tuple[int, int]] = []
+    forward = language_model.model.forward
+
+    def recording(*args, **kwargs):
+        shapes.append(tuple(kwargs["input_ids"].shape))
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(language_model.model, "forward", recording)
+    options = ("Yes", "No", "Maybe so", "I cannot say for sure.")
+    requests = [ScoreRequest(to_messages(p), options) for p in PROMPTS[:2]]
+    language_model.score(requests)
+    prompt = max(len(language_model.encode_chat(r.messages)) for r in requests)
+    longest = max(len(language_model.encode_text(o)) for o in options)
+    # One row per request for the prompts, one per option (less its last token) on top.
+    assert shapes == [(2, prompt), (2 * len(options), longest - 1)]
+
+
+async def test_concurrent_choose_and_score_calls_batch_together(host: Host):
+    calls = [host.lm.choose(p, ["Yes", "No", "Perhaps"]) for p in PROMPTS]
+    calls.append(host.lm.score(PROMPTS[0], ["Yes", "No"]))
+    *choices, scores = await asyncio.gather(*calls)
+    assert all(len(c) == 3 for c in choices) and len(scores) == 2
+    stats = host.stats()["lm.score"]
+    assert (stats.batches, stats.requests, stats.max_batch) == (1, 5, 5)
+    assert scores == [next(c.logprob for c in choices[0] if c.text == o) for o in ("Yes", "No")]
+
+
+@pytest.mark.parametrize(
+    ("options", "problem"),
+    [([], "non-empty"), (["Paris", ""], "option 1 is empty"), (["Paris", "Paris"], "twice")],
+)
+async def test_choose_refuses_bad_options_before_queueing(host: Host, options, problem: str):
+    with pytest.raises(ValueError, match=problem):
+        await host.lm.choose("What is the capital of France?", options)
+    assert "lm.score" not in host.stats()
+
+
+# --- regex-constrained generation ---------------------------------------------------------
+ARITHMETIC = r"[0-9]{1,2} [+*-] [0-9]{1,2} = [0-9]{1,3}"
+
+
+async def test_regex_constrains_sampled_text_in_a_shared_batch(host: Host):
+    prompt = "Write one arithmetic fact."
+    calls = [host.lm.generate(prompt, regex=ARITHMETIC, temperature=0.7, max_new_tokens=16, seed=s)
+             for s in range(4)]
+    calls.append(host.lm.generate(prompt, temperature=0.7, max_new_tokens=16, seed=0))
+    *constrained, free = await asyncio.gather(*calls)
+    for out in constrained:
+        assert re.fullmatch(ARITHMETIC, out.text), out.text
+        assert out.finish_reason == "stop"
+    assert not re.fullmatch(ARITHMETIC, free.text)
+    stats = host.stats()["lm.generate"]
+    assert (stats.batches, stats.requests) == (1, 5)  # constrained rows share one decode loop
+
+
+async def test_a_regex_completion_cut_short_raises(host: Host):
+    with pytest.raises(ValueError, match="max_new_tokens=2"):
+        await host.lm.generate("Spell a long word.", regex=r"[a-z]{40}", max_new_tokens=2)
+
+
+@pytest.mark.parametrize(
+    ("regex", "schema"),
+    [("[0-9", None), ("(?=a)a", None), (r"(a)\1", None), ("yes|no", City)],
+)
+async def test_bad_regexes_are_refused_before_anything_runs(host: Host, regex, schema):
+    match = "not both" if schema else re.escape(repr(regex))
+    with pytest.raises(ValueError, match=match):
+        await host.lm.generate("hi", regex=regex, schema=schema)
+    assert "lm.generate" not in host.stats()
+
+
+async def test_a_sampled_step_sends_its_samples_as_one_batch_and_counts_their_tokens(host: Host):
+    from pydantic import BaseModel
+
+    from reasoner import Engine, Plan
+
+    class Question(BaseModel):
+        text: str
+
+    class Reply(BaseModel):
+        number: str
+
+    plan = Plan("sampled-real", input=Question)
+
+    @plan.step(samples=4, select="vote", vote=lambda out: out.number, uses=["lm"])
+    async def answer(ctx, question: Question) -> Reply:
+        out = await ctx.lm.generate(question.text, max_new_tokens=3, seed=ctx.seed,
+                                    regex=r"[0-9]{1,2}")
+        return Reply(number=out.text)
+
+    run = await Engine(store=None, generators=host.handles()).run(
+        plan, {"text": "What is 3 + 4? Reply with a number."})
+    stats = host.stats()["lm.generate"]
+    assert run.status == "succeeded" and (stats.batches, stats.max_batch) == (1, 4)
+    step = run.steps["answer"]
+    assert len({a.seed for a in step.attempts}) == 4
+    assert sum(step.votes.values()) == 4 and step.confidence == max(step.votes.values()) / 4
+    spent = step.compute
+    assert spent.calls == {"lm": 4} and 4 <= spent.generated_tokens <= 12
+    assert spent.prompt_tokens > 4 * 10

@@ -53,6 +53,9 @@ class Capped:
     async def score(self, prompt: Any, continuations: list[str]) -> list[float]:
         return await self.lm.score(prompt, continuations)
 
+    async def choose(self, prompt: Any, options: list[str], **kwargs: Any) -> Any:
+        return await self.lm.choose(prompt, options, **kwargs)
+
 
 def capped(models: dict[str, Any], tokens: int) -> dict[str, Any]:
     return {**models, "lm": Capped(models["lm"], tokens)}
