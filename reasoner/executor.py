@@ -115,7 +115,7 @@ class _Node:
 
     __slots__ = ("name", "step", "bindings", "producers", "dependants", "children", "parent",
                  "payload", "generation", "status", "attempts", "ordinal", "output", "task",
-                 "wants_ctx", "settled", "tried", "standing", "confidence", "votes")
+                 "wants_ctx", "settled", "tried", "keeps", "standing", "confidence", "votes")
 
     def __init__(self, name: str, step: Step, bindings: tuple[Binding, ...],
                  producers: tuple[str, ...], dependants: tuple[str, ...]) -> None:
@@ -136,6 +136,8 @@ class _Node:
         self.wants_ctx = step.takes_ctx or step.checks_take_ctx
         self.settled = 0  # producers[:settled] are known to be done, so scans resume there
         self.tried: dict[int, _Tried] = {}  # the current generation's attempts, by number
+        # ... kept only where a choice among them is made (so a plain chain keeps no garbage)
+        self.keeps = step.options.samples > 1 or step.options.on_exhausted == "best"
         self.standing: AttemptRecord | None = None  # the attempt whose output stands
         self.confidence: float | None = None
         self.votes: dict[str, int] = {}
@@ -188,6 +190,9 @@ class _Tried:
     def rank(self) -> tuple[float, float]:
         """Higher is better: the mean check score, then the earlier attempt."""
         return self.record.score, -self.record.attempt
+
+
+_NOTHING_SPENT = Compute()  # shared by the attempts of steps without ctx; records are read-only
 
 
 def _key(vote: Any, attempt: AttemptRecord, output: BaseModel | None) -> Any:
@@ -256,13 +261,15 @@ class Execution:
             node.confidence, node.votes = row.confidence, dict(row.votes)
             vote = node.step.options.vote
             for attempt in state.attempts:
-                if attempt.generation != row.generation:
+                if attempt.generation != row.generation or not node.keeps:
                     continue
                 text = state.outputs.get(attempt.attempt)
                 output = None if text is None else load_output(node.step.output, text, stored.blobs)
                 node.tried[attempt.attempt] = _Tried(attempt, output, _key(vote, attempt, output))
-            if node.standing is not None:
-                node.output = node.tried[node.standing.attempt].output
+            if state.standing is not None:
+                kept = node.tried.get(state.standing.attempt)
+                node.output = (kept.output if kept is not None else
+                               load_output(node.step.output, state.output or "{}", stored.blobs))
             self.history[name] = state.attempts
 
     def _spawn(self, parent: _Node, template: Step, name: str, payload: BaseModel,
@@ -620,13 +627,14 @@ class Execution:
         record = AttemptRecord(
             node.name, generation, attempt, seed, passing if passed else "failed", checks,
             error, trace, started, time.perf_counter() - clock,
-            ctx.compute if ctx is not None else Compute(),
+            ctx.compute if ctx is not None else _NOTHING_SPENT,
         )
         self.history.setdefault(node.name, []).append(record)
         self.store.add_attempt(run_id, record, text, blobs)
         tried = _Tried(record, output, key,
                        tuple(ctx._spawned) if ctx is not None and passed else ())
-        node.tried[attempt] = tried
+        if node.keeps:
+            node.tried[attempt] = tried
         if not passed:
             self.bus.emit("attempt_failed", run_id, node.name, attempt=attempt, seed=seed,
                           reason=record.reason)
