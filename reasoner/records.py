@@ -8,7 +8,7 @@ is stored once, as its own model's JSON, next to the attempt that made it.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -77,10 +77,16 @@ class Compute:
         return total
 
     def __str__(self) -> str:
-        calls = ", ".join(f"{name} {n}" for name, n in sorted(self.calls.items())) or "no calls"
-        if not (self.prompt_tokens or self.generated_tokens):
-            return calls
-        return f"{calls}; tokens {self.prompt_tokens} in, {self.generated_tokens} out"
+        return describe_compute(self.calls, self.prompt_tokens, self.generated_tokens)
+
+
+def describe_compute(calls: Mapping[str, float], prompt_tokens: float,
+                     generated_tokens: float) -> str:
+    """"lm 3, gan 1; tokens 120 in, 45 out", for one attempt or a mean over runs."""
+    said = ", ".join(f"{name} {n:g}" for name, n in sorted(calls.items())) or "no calls"
+    if not (prompt_tokens or generated_tokens):
+        return said
+    return f"{said}; tokens {prompt_tokens:.0f} in, {generated_tokens:.0f} out"
 
 
 def _tokens(result: object, name: str) -> int:

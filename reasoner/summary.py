@@ -11,7 +11,7 @@ from collections import Counter, defaultdict
 import numpy as np
 from pydantic import BaseModel
 
-from reasoner.records import Compute
+from reasoner.records import Compute, describe_compute
 from reasoner.store import Store
 
 
@@ -30,10 +30,8 @@ class Spent(BaseModel):
                    generated_tokens=total.generated_tokens / n)
 
     def __str__(self) -> str:
-        calls = ", ".join(f"{name} {n:.1f}" for name, n in self.calls.items()) or "no calls"
-        if not (self.prompt_tokens or self.generated_tokens):
-            return calls
-        return f"{calls}; tokens {self.prompt_tokens:.0f} in, {self.generated_tokens:.0f} out"
+        return describe_compute({name: round(n, 1) for name, n in self.calls.items()},
+                                self.prompt_tokens, self.generated_tokens)
 
 
 class Latency(BaseModel):

@@ -20,7 +20,9 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import BaseModel
@@ -48,12 +50,12 @@ def _lines(log: Path) -> list[str]:
     return log.read_text().splitlines() if log.exists() else []
 
 
-def _committed(db: Path) -> set[tuple[str, int]]:
-    """(node, generation) of every succeeded attempt the store holds."""
+def _stored_attempts(db: Path) -> set[tuple[str, int, int, str]]:
+    """(node, generation, attempt, status) of every attempt the store holds."""
     with sqlite3.connect(db) as conn:
         rows = conn.execute("SELECT record FROM attempts").fetchall()
-    records = [json.loads(text) for (text,) in rows]
-    return {(r["node"], r["generation"]) for r in records if r["status"] == "succeeded"}
+    return {(r["node"], r["generation"], r["attempt"], r["status"])
+            for r in (json.loads(text) for (text,) in rows)}
 
 
 def _integrity(db: Path) -> str:
@@ -85,42 +87,15 @@ def test_kill_minus_9_at_20_random_moments_loses_and_repeats_nothing(tmp_path: P
     env = _env(log, 0.04)
     command = [sys.executable, "-m", "reasoner", "run", "reliability_plans:faulty", "--input",
                '{"n": 5}', "--store", str(db), "--seed", "7", "--json"]
-    checkpoints: list[tuple[int, set[tuple[str, int]]]] = []  # (log length at kill, committed)
-    run_id, kills, finished = None, 0, None
-    while kills < 20:
-        process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
-                                   stderr=subprocess.DEVNULL, text=True)
-        seen = len(_lines(log))
-        deadline = time.time() + 60
-        while len(_lines(log)) == seen and process.poll() is None:  # a step has started here
-            assert time.time() < deadline
-            time.sleep(0.005)
-        time.sleep(rng.uniform(0.0, 0.09))
-        process.kill()
-        out, _ = process.communicate()
-        if process.returncode == 0:  # it finished before the kill landed
-            finished = json.loads(out)
-            break
-        kills += 1
-        assert _integrity(db) == "ok"
-        checkpoints.append((len(_lines(log)), _committed(db)))
-        if run_id is None:
-            with sqlite3.connect(db) as conn:
-                (run_id,) = conn.execute("SELECT run_id FROM runs").fetchone()
-        command = [sys.executable, "-m", "reasoner", "resume", run_id, "--store", str(db),
-                   "--json"]
-    if finished is None:
-        result = _cli("resume", run_id, "--store", str(db), "--json", env=env)
-        assert result.returncode == 0, result.stderr
-        finished = json.loads(result.stdout)
-    assert kills == 20
-    assert finished["status"] == "succeeded"
-    assert _integrity(db) == "ok"
 
-    lines = _lines(log)
-    for at, committed in checkpoints:  # nothing committed before a kill ever started again
-        again = [line for line in lines[at:] if tuple_of(line) in committed]
-        assert not again, f"committed steps re-ran after a kill: {again}"
+    def at_random(process: subprocess.Popen[str], kills: int) -> None:
+        seen = len(_lines(log))
+        _wait_for(lambda: len(_lines(log)) > seen or process.poll() is not None)  # a step began
+        time.sleep(rng.uniform(0.0, 0.09))
+
+    finished, after_kills = _kill_and_resume(command, db, log, env, 20, at_random)
+    assert len(after_kills) == 20
+    assert finished["status"] == "succeeded"
 
     fresh = _cli("run", "reliability_plans:faulty", "--input", '{"n": 5}', "--store",
                  str(tmp_path / "fresh.db"), "--seed", "7", "--json",
@@ -133,16 +108,46 @@ def test_kill_minus_9_at_20_random_moments_loses_and_repeats_nothing(tmp_path: P
     assert any(name.startswith("grow/") for name in finished["steps"])
 
 
-def tuple_of(line: str) -> tuple[str, int]:
-    node, generation, _attempt = line.split(" ")
-    return node, int(generation)
-
-
-def _stored_attempts(db: Path) -> set[tuple[str, int, int]]:
-    """(node, generation, attempt) of every attempt the store holds, passed or not."""
-    with sqlite3.connect(db) as conn:
-        rows = conn.execute("SELECT record FROM attempts").fetchall()
-    return {(r["node"], r["generation"], r["attempt"]) for r in (json.loads(t) for (t,) in rows)}
+def _kill_and_resume(command: list[str], db: Path, log: Path, env: dict[str, str], times: int,
+                     wait: Callable[[subprocess.Popen[str], int], None],
+                     ) -> tuple[Any, list[set[tuple[str, int, int, str]]]]:
+    """Run `command`, `wait(process, kills so far)`, kill -9 it, resume; until it finishes
+    or has been killed `times` times, then resume it to its end. After every kill the
+    store must be intact, and no attempt committed before a kill may start again: not the
+    same attempt, and no attempt of a node whose success was committed.
+    Returns the finished run's JSON and what the store held after each kill."""
+    checkpoints: list[tuple[int, set[tuple[str, int, int, str]]]] = []
+    finished, kills = None, 0
+    while finished is None and kills < times:
+        process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
+                                   stderr=subprocess.DEVNULL, text=True)
+        wait(process, kills)
+        process.kill()
+        out, _ = process.communicate()
+        if process.returncode == 0:  # it finished before the kill landed
+            finished = json.loads(out)
+            break
+        kills += 1
+        assert _integrity(db) == "ok"
+        checkpoints.append((len(_lines(log)), _stored_attempts(db)))
+        with sqlite3.connect(db) as conn:
+            (run_id,) = conn.execute("SELECT run_id FROM runs").fetchone()
+        command = [sys.executable, "-m", "reasoner", "resume", run_id, "--store", str(db),
+                   "--json"]
+    if finished is None:
+        result = _cli(*command[3:], env=env)
+        assert result.returncode == 0, result.stderr
+        finished = json.loads(result.stdout)
+    assert _integrity(db) == "ok"
+    lines = [line.split(" ") for line in _lines(log)]
+    for at, committed in checkpoints:
+        attempts = {(n, g, a) for n, g, a, _ in committed}
+        done = {(n, g) for n, g, _, status in committed if status == "succeeded"}
+        again = [" ".join(line) for line in lines[at:]
+                 if (line[0], int(line[1]), int(line[2])) in attempts
+                 or (line[0], int(line[1])) in done]
+        assert not again, f"committed attempts ran again after a kill: {again}"
+    return finished, [committed for _, committed in checkpoints]
 
 
 def test_kill_minus_9_mid_sampling_and_mid_search_repeats_no_committed_attempt(
@@ -155,48 +160,23 @@ def test_kill_minus_9_mid_sampling_and_mid_search_repeats_no_committed_attempt(
     command = [sys.executable, "-m", "reasoner", "run", "reliability_plans:sampled", "--input",
                '{"n": 4}', "--store", str(db), "--seed", "11", "--json"]
     rng = random.Random(99)
-    checkpoints: list[tuple[int, set[tuple[str, int, int]]]] = []
-    finished, kills = None, 0
 
-    def mid_sampling() -> bool:
-        picked = [a for a in _stored_attempts(db) if a[0] == "pick"] if db.exists() else []
-        return 1 <= len(picked) < 6
+    def picked() -> set[tuple[str, int, int, str]]:
+        return {a for a in _stored_attempts(db) if a[0] == "pick"} if db.exists() else set()
 
-    while finished is None and kills < 6:
-        process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
-                                   stderr=subprocess.DEVNULL, text=True)
+    def mid_sampling_then_at_random(process: subprocess.Popen[str], kills: int) -> None:
         if kills == 0:  # the first kill lands while the samples are landing
-            _wait_for(lambda p=process: mid_sampling() or p.poll() is not None)
-        else:
-            seen = len(_lines(log))
-            _wait_for(lambda p=process, n=seen: len(_lines(log)) > n or p.poll() is not None)
-            time.sleep(rng.uniform(0.0, 0.08))
-        process.kill()
-        out, _ = process.communicate()
-        if process.returncode == 0:
-            finished = json.loads(out)
-            break
-        kills += 1
-        assert _integrity(db) == "ok"
-        committed = _stored_attempts(db)
-        if kills == 1:
-            picked = {a for a in committed if a[0] == "pick"}
-            assert 1 <= len(picked) < 6, "the first kill should land mid-sampling"
-        checkpoints.append((len(_lines(log)), committed))
-        with sqlite3.connect(db) as conn:
-            (run_id,) = conn.execute("SELECT run_id FROM runs").fetchone()
-        command = [sys.executable, "-m", "reasoner", "resume", run_id, "--store", str(db),
-                   "--json"]
-    if finished is None:
-        result = _cli(*command[3:], env=env)
-        assert result.returncode == 0, result.stderr
-        finished = json.loads(result.stdout)
-    assert kills >= 2 and finished["status"] == "succeeded"
-    lines = _lines(log)
-    for at, committed in checkpoints:
-        again = [line for line in lines[at:]
-                 if (lambda n, g, a: (n, int(g), int(a)))(*line.split(" ")) in committed]
-        assert not again, f"committed attempts ran again after a kill: {again}"
+            _wait_for(lambda: 1 <= len(picked()) < 6 or process.poll() is not None)
+            return
+        seen = len(_lines(log))
+        _wait_for(lambda: len(_lines(log)) > seen or process.poll() is not None)
+        time.sleep(rng.uniform(0.0, 0.08))
+
+    finished, after_kills = _kill_and_resume(command, db, log, env, 6,
+                                             mid_sampling_then_at_random)
+    assert len(after_kills) >= 2 and finished["status"] == "succeeded"
+    first = {a for a in after_kills[0] if a[0] == "pick"}
+    assert 1 <= len(first) < 6, "the first kill should land mid-sampling"
     fresh = _cli("run", "reliability_plans:sampled", "--input", '{"n": 4}', "--store",
                  str(tmp_path / "fresh.db"), "--seed", "11", "--json",
                  env=_env(tmp_path / "fresh.log", 0))
