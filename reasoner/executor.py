@@ -137,7 +137,8 @@ class _Node:
         self.settled = 0  # producers[:settled] are known to be done, so scans resume there
         self.tried: dict[int, _Tried] = {}  # the current generation's attempts, by number
         # ... kept only where a choice among them is made (so a plain chain keeps no garbage)
-        self.keeps = step.options.samples > 1 or step.options.on_exhausted == "best"
+        self.keeps = (step.options.samples > 1 or step.options.select != "first"
+                      or step.options.on_exhausted == "best")
         self.standing: AttemptRecord | None = None  # the attempt whose output stands
         self.confidence: float | None = None
         self.votes: dict[str, int] = {}
@@ -228,6 +229,7 @@ class Execution:
         self.bus = runtime.events
         self.nodes: dict[str, _Node] = {}
         self.history: dict[str, list[AttemptRecord]] = {}
+        self.failures: dict[str, str] = {}  # why each failed node gave up, as it said then
         self.backtracks: list[BacktrackRecord] = []
         self.edges: list[EdgeScore] = []
         self._ordinal = 0
@@ -468,7 +470,7 @@ class Execution:
         kwargs = self._kwargs(node)
         if self.bus.active:
             self.bus.emit("step_started", self.record.run_id, node.name, generation=generation)
-        if options.samples > 1:
+        if options.samples > 1 or options.select != "first":
             return await self._rounds(node, generation, kwargs)
         while True:
             node.attempts += 1
@@ -487,14 +489,16 @@ class Execution:
             self.bus.emit("step_retried", self.record.run_id, node.name, attempt=node.attempts + 1)
 
     async def _rounds(self, node: _Node, generation: int, kwargs: dict[str, Any]) -> _Node | None:
-        """A sampled step: rounds of N samples at once, until one round has a passing sample.
+        """A sampled step: rounds of N samples at once, until the samples so far give a choice.
 
         Attempt numbers are fixed by round (round r holds r*N+1 .. r*N+N), so a resumed
-        node runs only the samples of its round that were not committed.
+        node runs only the samples of its round that were not committed. The choice is
+        made among every sample of the generation, so a later round adds to the vote.
         """
         options, n = node.step.options, node.step.options.samples
         first = options.select == "first"
         round_ = (node.attempts - 1) // n if node.attempts else 0
+        chosen = None
         while round_ <= options.retries:
             numbers = range(round_ * n + 1, round_ * n + n + 1)
             if not (first and any(node.tried[a].passed for a in numbers if a in node.tried)):
@@ -503,15 +507,22 @@ class Execution:
                 if node.generation != generation or self.nodes.get(node.name) is not node:
                     return None
                 node.attempts = max([node.attempts, *node.tried])
-            chosen = self._select(node, [node.tried[a] for a in numbers if a in node.tried], n)
-            if chosen is not None:
+            chosen = self._select(node, list(node.tried.values()))
+            if chosen is not None and (not options.agree > 1
+                                       or node.votes[str(chosen.key)] >= options.agree):
                 return await self._choose(node, chosen, "succeeded")
             round_ += 1
             if round_ <= options.retries:
                 self.bus.emit("step_retried", self.record.run_id, node.name,
                               attempt=round_ * n + 1)
-        last = node.tried[max(node.tried)].record
-        return await self._exhausted(node, f"no sample of {n} passed; last: {last.reason}")
+        if chosen is not None:
+            tally = ", ".join(f"{key} ×{count}" for key, count in node.votes.items())
+            reason = (f"no answer has {options.agree} agreeing samples of {len(node.tried)} "
+                      f"(votes: {tally})")
+        else:
+            last = node.tried[max(node.tried)].record.reason
+            reason = f"no sample of {len(node.tried)} passed; last: {last}"
+        return await self._exhausted(node, reason)
 
     async def _round(self, node: _Node, generation: int, numbers: list[int],
                      kwargs: dict[str, Any]) -> None:
@@ -534,8 +545,11 @@ class Execution:
         except BaseExceptionGroup as failed:  # the store's, say: raise it as it was raised
             raise failed.exceptions[0] from None
 
-    def _select(self, node: _Node, samples: list[_Tried], n: int) -> _Tried | None:
-        """The sample a round keeps, by the step's `select`; None when none passed."""
+    def _select(self, node: _Node, samples: list[_Tried]) -> _Tried | None:
+        """The sample to keep, by the step's `select`; None when none passed.
+
+        With "vote", the node's confidence and tally are set from `samples` as well.
+        """
         passed = [t for t in samples if t.passed]
         if not passed:
             return None
@@ -547,7 +561,7 @@ class Execution:
         tally = Counter(t.key for t in passed)
         best = {key: max(t.rank for t in passed if t.key == key) for key in tally}
         winner = max(tally, key=lambda key: (tally[key], best[key]))
-        node.confidence = tally[winner] / n
+        node.confidence = tally[winner] / len(samples)
         node.votes = {str(key): count for key, count in tally.most_common()}
         return max((t for t in passed if t.key == winner), key=lambda t: t.rank)
 
@@ -721,10 +735,13 @@ class Execution:
                     self._backtrack(node, target, reason)
                     return None
         if node.step.options.on_exhausted == "best":
-            made = [t for t in node.tried.values() if t.output is not None]
-            if made:
-                return await self._choose(node, max(made, key=lambda t: t.rank), "degraded")
+            kept = self._select(node, list(node.tried.values())) or max(
+                (t for t in node.tried.values() if t.output is not None),
+                key=lambda t: t.rank, default=None)
+            if kept is not None:  # the vote's answer if one passed, else the best score
+                return await self._choose(node, kept, "degraded")
         node.task = None
+        self.failures[node.name] = reason
         self._mark(node, "failed")
         self.store.commit()
         self.bus.emit("step_failed", self.record.run_id, node.name, reason=reason)
@@ -767,7 +784,8 @@ class Execution:
             elif node.status in ("pending", "running"):  # only a cancelled run ends this way
                 stuck.append(node.name)
         failed.sort(key=lambda n: self.history[n.name][-1].started_at)
-        errors = [f"step {n.name!r} failed: {self.history[n.name][-1].reason}" for n in failed]
+        errors = [f"step {n.name!r} failed: "
+                  f"{self.failures.get(n.name) or self.history[n.name][-1].reason}" for n in failed]
         if stuck:
             errors.append(f"steps did not finish: {', '.join(stuck)}")
         degraded = any(node.status == "degraded" for node in self.nodes.values())

@@ -59,6 +59,7 @@ class StepOptions:
     samples: int = 1
     select: Select = "first"
     vote: Callable[[Any], Hashable] | None = None
+    agree: int = 1
     on_exhausted: OnExhausted = "fail"
 
     def __post_init__(self) -> None:
@@ -76,6 +77,13 @@ class StepOptions:
                             "and vote= needs select='vote'")
         if self.vote is not None and not callable(self.vote):
             raise PlanError(f"vote must be a function of the step's output, got {self.vote!r}")
+        if not isinstance(self.agree, int) or self.agree < 1:
+            raise PlanError(f"agree must be an integer >= 1, got {self.agree!r}")
+        if self.agree > 1 and self.select != "vote":
+            raise PlanError("agree= counts agreeing samples, so it needs select='vote'")
+        if self.agree > self.samples * (self.retries + 1):
+            raise PlanError(f"agree={self.agree} can never be met by {self.samples} sample(s) "
+                            f"a round over {self.retries + 1} round(s)")
         if self.on_exhausted not in typing.get_args(OnExhausted):
             raise PlanError(f"on_exhausted must be 'fail' or 'best', got {self.on_exhausted!r}")
 
@@ -263,6 +271,7 @@ class Plan:
         samples: int = 1,
         select: Select = "first",
         vote: Callable[[Any], Hashable] | None = None,
+        agree: int = 1,
         on_exhausted: OnExhausted = "fail",
     ) -> Any:
         """Decorator adding a step; usable bare (`@plan.step`) or with options.
@@ -277,7 +286,11 @@ class Plan:
           `select` picks the output among those that pass: "first" (the first to pass;
           the rest are cancelled), "best" (highest mean check score) or "vote" (the
           answer `vote(output)` given by most passing samples, ties to the higher score;
-          its share of the N samples is the step's confidence).
+          its share of the samples drawn is the step's confidence). Votes add up over
+          the rounds of one generation, so a retry draws more samples for the same vote.
+        - `agree=k` (with "vote"): the answer needs at least k passing samples behind it;
+          a round that leaves no answer with k votes is a failed try. Two independent
+          samples agreeing is far more often right than one sample that passed its checks.
         - `on_exhausted="best"`: when retries and backtracks are spent, keep the attempt
           with the best mean check score, mark the step `degraded` and go on, instead of
           failing it.
@@ -287,7 +300,7 @@ class Plan:
         def register(fn: Callable[..., Any]) -> Step:
             return self.add_step(fn, name=name, inputs=inputs, template=template, retries=retries,
                                  timeout=timeout, uses=uses, backtrack=backtrack, required=required,
-                                 samples=samples, select=select, vote=vote,
+                                 samples=samples, select=select, vote=vote, agree=agree,
                                  on_exhausted=on_exhausted)
 
         return register(fn) if fn is not None else register

@@ -139,13 +139,65 @@ async def test_a_vote_tie_goes_to_the_answer_with_the_higher_score() -> None:
     assert run.output("draw").attempt == 2 and run.steps["draw"].votes == {"a": 2, "b": 2}
 
 
+def agreeing_plan(answers: dict[int, int], *, retries: int = 0,
+                  on_exhausted: str = "fail") -> Plan:
+    """`draw` answers `answers[attempt]`, 3 samples a round; 2 must agree."""
+    plan = Plan("agree", input=Task)
+
+    @plan.step(samples=3, select="vote", vote=lambda out: out.value, agree=2, retries=retries,
+               on_exhausted=on_exhausted)
+    async def draw(ctx, task: Task) -> Answer:
+        return Answer(value=answers[ctx.attempt], attempt=ctx.attempt)
+
+    @draw.check
+    def not_zero(out: Answer) -> bool:
+        return out.value != 0
+
+    return plan
+
+
+async def test_agree_fails_a_vote_whose_answer_only_one_sample_gives() -> None:
+    run = await Engine(store=None).run(agreeing_plan({1: 4, 2: 5, 3: 0}), Task(x=0))
+    step = run.steps["draw"]
+    assert run.status == "failed" and step.status == "failed"
+    assert step.votes == {"4": 1, "5": 1} and step.confidence == pytest.approx(1 / 3)
+    assert "no answer has 2 agreeing samples of 3 (votes: 4 ×1, 5 ×1)" in (run.error or "")
+
+
+async def test_a_retry_round_adds_its_samples_to_the_vote() -> None:
+    run = await Engine(store=None).run(
+        agreeing_plan({1: 4, 2: 5, 3: 0, 4: 6, 5: 5, 6: 0}, retries=1), Task(x=0))
+    step = run.steps["draw"]
+    assert run.status == "succeeded" and run.output("draw").value == 5
+    assert step.votes == {"5": 2, "4": 1, "6": 1}
+    assert step.confidence == pytest.approx(2 / 6)  # of every sample drawn
+
+
+async def test_best_effort_after_no_agreement_keeps_the_vote_and_is_degraded() -> None:
+    run = await Engine(store=None).run(
+        agreeing_plan({1: 0, 2: 7, 3: 0}, on_exhausted="best"), Task(x=0))
+    assert run.status == "degraded" and run.output("draw").value == 7
+    assert run.steps["draw"].votes == {"7": 1}
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"samples": 4, "select": "best", "agree": 2}, "agree= counts agreeing samples"),
+    ({"samples": 2, "select": "vote", "vote": str, "agree": 3}, "agree=3 can never be met"),
+    ({"samples": 2, "select": "vote", "vote": str, "agree": 0}, "agree must be an integer >= 1"),
+])
+def test_agree_is_checked_when_the_plan_is_built(options: dict, message: str) -> None:
+    plan = Plan("bad", input=Task)
+    with pytest.raises(PlanError, match=message):
+        plan.step(**options)(lambda task: task)
+
+
 async def test_a_round_without_a_passing_sample_is_retried_then_fails() -> None:
     run = await Engine(store=None).run(
         sampled_plan(samples=3, retries=1, passes=lambda out: False), Task(x=0))
     step = run.steps["draw"]
     assert run.status == "failed" and step.status == "failed"
     assert [a.attempt for a in step.attempts] == [1, 2, 3, 4, 5, 6]
-    assert (run.error or "").startswith("step 'draw' failed: big_enough")
+    assert (run.error or "").startswith("step 'draw' failed: no sample of 6 passed; last: big_enough")
     assert run.steps["after"].status == "skipped"
 
 
