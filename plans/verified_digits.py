@@ -2,9 +2,15 @@
 
 1. `solve`: the language model reasons step by step and ends with an answer
    (or, for `{"expression": ...}` input, the expression is computed exactly).
-   Checks: every worked line holds and the answer follows from them, parsed
-   with `ast` and computed with fractions, never `eval`; the answer is a
-   whole number that can be drawn. A failed check resamples the reasoning.
+   Eight reasonings are sampled at once and each is checked: every worked line
+   holds and the answer follows from them (parsed with `ast` and computed with
+   fractions, never `eval`), and every number of the question is used in a
+   worked line. An answer that is not a whole number from 0 to 999999 cannot be
+   drawn and fails its sample. The answer given by most passing samples is kept
+   (self-consistency), and only when at least two of them agree; otherwise
+   eight more are drawn into the same vote. With no agreement after that, the
+   most voted answer is kept as a best effort and the run ends `degraded`:
+   `succeeded` means the answer is probably right.
 2. `render`: the GAN draws each digit of the answer in one shared style.
    Check: the classifier reads the same number back, each digit confidently;
    a misread number is redrawn with a new seed.
@@ -17,15 +23,18 @@ Output: the answer, the reasoning and the number as one PNG strip.
 from __future__ import annotations
 
 import re
+from fractions import Fraction
 
 import numpy as np
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from reasoner import Context, Image, Plan, checks
-from reasoner.arithmetic import evaluate, format_number
+from reasoner.arithmetic import ExpressionError, evaluate, format_number, worked_lines
 
 CONFIDENCE = 0.9  # each digit must be read back with at least this probability
 MAX_ANSWER = 10**6 - 1  # six digits at most
+SAMPLES = 8  # reasonings drawn at once for the vote
+AGREE = 2  # passing samples that must give the same answer
 
 SYSTEM = (
     "You are a careful math tutor. Solve the problem step by step. Write each calculation "
@@ -38,6 +47,7 @@ EXAMPLE = [
     {"role": "assistant", "content": "4 * 6 = 24\n24 - 5 = 19\nAnswer: 19"},
 ]
 _ANSWER = re.compile(r"(?:answer(?:\s+is)?\s*[:=]?|####)\s*\$?\s*(-?[\d,]*\d)", re.IGNORECASE)
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")  # one character class each side of the '.': linear
 
 
 class Problem(BaseModel):
@@ -126,18 +136,23 @@ async def read_back(ctx: Context, images: np.ndarray, labels: list[int]) -> chec
     return checks.Result.ok(f"reads back {''.join(map(str, labels))} (min p={score:.2f})", score)
 
 
-@plan.step(retries=5, uses=["lm"], backtrack=False)
+@plan.step(samples=SAMPLES, select="vote", vote=lambda out: out.answer, agree=AGREE, retries=1,
+           on_exhausted="best", uses=["lm"], backtrack=False)
 async def solve(ctx, problem: Problem) -> Solution:
     if problem.expression is not None:
         value = evaluate(problem.expression)
         if value.denominator != 1:
             raise ValueError(f"{problem.expression} = {format_number(value)} is not whole")
-        return Solution(reasoning=f"{problem.expression} = {value}", answer=int(value))
-    generation = await ctx.lm.generate(
-        [*EXAMPLE, {"role": "user", "content": problem.question}],
-        system=SYSTEM, max_new_tokens=128, temperature=0.7, seed=ctx.seed,
-    )
-    return parse_solution(generation.text)
+        solution = Solution(reasoning=f"{problem.expression} = {value}", answer=int(value))
+    else:
+        generation = await ctx.lm.generate(
+            [*EXAMPLE, {"role": "user", "content": problem.question}],
+            system=SYSTEM, max_new_tokens=128, temperature=0.7, seed=ctx.seed,
+        )
+        solution = parse_solution(generation.text)
+    if not 0 <= solution.answer <= MAX_ANSWER:  # an error, not a check: nothing to keep or draw
+        raise ValueError(f"answer {solution.answer} is not a whole number from 0 to {MAX_ANSWER}")
+    return solution
 
 
 @solve.check
@@ -146,10 +161,25 @@ def arithmetic_holds(out: Solution) -> checks.Result:
 
 
 @solve.check
-def drawable(out: Solution) -> checks.Result:
-    if 0 <= out.answer <= MAX_ANSWER:
-        return checks.Result.ok(f"{len(str(out.answer))} digit(s) to draw")
-    return checks.Result.fail(f"answer {out.answer} is not a whole number from 0 to {MAX_ANSWER}")
+def uses_the_question(problem: Problem, out: Solution) -> checks.Result:
+    """Every number of the question is an operand of some worked line.
+
+    Reasoning that leaves a given number out answered some other question, however
+    true its lines are ("12 + 1 = 13" for "12 apples, buys 7 more").
+    """
+    if problem.question is None:
+        return checks.Result.ok("an expression, computed exactly")
+    given = {Fraction(n) for n in _NUMBER.findall(problem.question)}
+    try:
+        used = {Fraction(n) for claim in worked_lines(out.reasoning)
+                for n in _NUMBER.findall(claim.expression)}
+    except ExpressionError as exc:
+        return checks.Result.fail(str(exc))
+    missing = sorted(given - used)
+    if missing:
+        return checks.Result.fail("the reasoning never uses " + ", ".join(map(format_number, missing)),
+                                  score=1 - len(missing) / len(given))
+    return checks.Result.ok(f"uses all {len(given)} number(s) of the question")
 
 
 @plan.step(retries=4, uses=["gan", "classifier"])

@@ -16,6 +16,7 @@ a running step spawns them (`ctx.spawn`), for searches that grow the graph.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import functools
 import inspect
@@ -361,6 +362,28 @@ class Plan:
         self._planner = fn
         self._compiled = None
         return fn
+
+    def with_options(self, step: str, **options: Any) -> Plan:
+        """A copy of this plan in which `step` runs with other options (`samples`, `retries`, ...).
+
+        How one plan is compared with itself under other strategies on the same inputs:
+        `plan.with_options("solve", samples=16)`. The copy keeps the plan's name.
+        """
+        if step not in self.steps:
+            raise PlanError(f"plan {self.name!r} has no step {step!r}")
+        old = self.steps[step]
+        try:
+            changed = dataclasses.replace(old.options, **options)
+        except TypeError as exc:
+            raise PlanError(f"step {step!r}: {exc}") from None
+        copy = Plan(self.name, self.input, description=self.description,
+                    max_backtracks=self.max_backtracks, concurrency=self.concurrency,
+                    examples=self.examples)
+        copy.steps = {**self.steps, step: dataclasses.replace(old, options=changed,
+                                                              checks=list(old.checks))}
+        copy.templates, copy.edges, copy.module = dict(self.templates), dict(self.edges), self.module
+        copy._planner = self._planner
+        return copy
 
     # --------------------------------------------------------------- compiling
     def compile(self, input: BaseModel | None = None) -> CompiledPlan:

@@ -238,3 +238,27 @@ def test_graph_renders_as_mermaid_and_dot() -> None:
     assert mermaid.startswith("flowchart TD") and "draft -->|draft| score" in mermaid
     dot = plan.dot()
     assert dot.startswith('digraph "p"') and '"draft" -> "score"' in dot
+
+
+def test_with_options_copies_the_plan_with_one_step_changed() -> None:
+    plan = Plan("opts", input=Task)
+
+    @plan.step(retries=2)
+    async def first(task: Task) -> Draft:
+        return Draft(text=task.text)
+
+    @first.check
+    def not_empty(out: Draft) -> bool:
+        return bool(out.text)
+
+    voted = plan.with_options("first", samples=4, select="vote", vote=lambda out: out.text)
+    assert voted.steps["first"].options.samples == 4 and voted.steps["first"].options.retries == 2
+    assert [c.name for c in voted.steps["first"].checks] == ["not_empty"]
+    assert plan.steps["first"].options.samples == 1  # the original is untouched
+    assert voted.name == plan.name and voted.compile().producers == plan.compile().producers
+    with pytest.raises(PlanError, match="has no step 'second'"):
+        plan.with_options("second", samples=2)
+    with pytest.raises(PlanError, match="step 'first': .*'sample'"):
+        plan.with_options("first", sample=2)
+    with pytest.raises(PlanError, match="samples must be an integer"):
+        plan.with_options("first", samples=0)
