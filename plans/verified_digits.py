@@ -28,7 +28,7 @@ from fractions import Fraction
 import numpy as np
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-from reasoner import Context, Image, Plan, checks
+from reasoner import Context, Image, Plan, Run, checks
 from reasoner.arithmetic import ExpressionError, evaluate, format_number, worked_lines
 
 CONFIDENCE = 0.9  # each digit must be read back with at least this probability
@@ -180,6 +180,19 @@ def uses_the_question(problem: Problem, out: Solution) -> checks.Result:
         return checks.Result.fail("the reasoning never uses " + ", ".join(map(format_number, missing)),
                                   score=1 - len(missing) / len(given))
     return checks.Result.ok(f"uses all {len(given)} number(s) of the question")
+
+
+@plan.headline
+def answer_and_confidence(run: Run) -> str:
+    """"answer 19, confidence 0.62 (votes: 19 ×5, 13 ×1)": what `reasoner run` prints."""
+    solve = run.steps["solve"]
+    if solve.output is None:
+        return "no answer"
+    said = f"answer {solve.output.answer}"
+    if solve.confidence is not None:
+        votes = ", ".join(f"{answer} ×{count}" for answer, count in solve.votes.items())
+        said += f", confidence {solve.confidence:.2f} (votes: {votes})"
+    return said
 
 
 @plan.step(retries=4, uses=["gan", "classifier"])

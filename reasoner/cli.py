@@ -252,7 +252,7 @@ def _run(args: argparse.Namespace) -> int:
                 async with aclosing(mapped):  # an error here cancels the runs before the close
                     async for run in mapped:
                         runs.append(run)
-                        _print_run(run, args.json)
+                        _print_run(run, args, plan)
 
     stopped = _drive(go(), tracker, args.store)
     failed = sum(run.status not in FINISHED_OK for run in runs)
@@ -289,7 +289,7 @@ def _ask(args: argparse.Namespace) -> int:
         return stopped
     if not result:
         return OK
-    _print_run(result[0], args.json)
+    _print_run(result[0], args, known_plans()[result[0].plan])
     return OK if result[0].status in FINISHED_OK else FAILED
 
 
@@ -308,7 +308,9 @@ def _resume(args: argparse.Namespace) -> int:
     stopped = _drive(go(), tracker, args.store)
     if stopped is not None:
         return stopped
-    _print_run(result[0], args.json)
+    from reasoner.registry import known_plans
+
+    _print_run(result[0], args, known_plans().get(result[0].plan))
     return OK if result[0].status in FINISHED_OK else FAILED
 
 
@@ -642,14 +644,19 @@ def _summary(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------- output
-def _print_run(run: Run, as_json: bool) -> None:
-    if as_json:
+def _print_run(run: Run, args: argparse.Namespace, plan: Plan | None) -> None:
+    """The run's status line, then its result and where its images and report are."""
+    if args.json:
         print(_dumps(run.to_json()), flush=True)
-    else:
-        suffix = f"  {run.error}" if run.error else ""
-        if run.degraded:
-            suffix += f"  (best effort kept for {', '.join(run.degraded)})"
-        print(f"{run.run_id}  {run.plan}  {run.status}{suffix}", flush=True)
+        return
+    from reasoner.headline import result_lines
+
+    suffix = f"  {run.error}" if run.error else ""
+    if run.degraded:
+        suffix += f"  (best effort kept for {', '.join(run.degraded)})"
+    lines = [f"{run.run_id}  {run.plan}  {run.status}{suffix}",
+             *result_lines(run, plan.describe_result if plan else None, Path(args.store))]
+    print("\n".join(lines), flush=True)
 
 
 def _dumps(value: Any) -> str:

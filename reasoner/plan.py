@@ -252,6 +252,7 @@ class Plan:
         self.templates: dict[str, Step] = {}
         self.edges: dict[tuple[str, str], Callable[..., Any]] = {}  # custom coherence metrics
         self._planner: Callable[[Plan, Any], None] | None = None
+        self.describe_result: Callable[[Any], str] | None = None  # see `headline`
         self._compiled: CompiledPlan | None = None  # the static graph, until a step is added
         self.module = sys._getframe(1).f_globals.get("__name__", "")  # for resume by reference
 
@@ -382,8 +383,17 @@ class Plan:
         copy.steps = {**self.steps, step: dataclasses.replace(old, options=changed,
                                                               checks=list(old.checks))}
         copy.templates, copy.edges, copy.module = dict(self.templates), dict(self.edges), self.module
-        copy._planner = self._planner
+        copy._planner, copy.describe_result = self._planner, self.describe_result
         return copy
+
+    def headline(self, fn: Callable[[Any], str]) -> Callable[[Any], str]:
+        """Register `fn(run) -> str`: the run's result in a line or two.
+
+        `reasoner run` prints it under each finished run's status; without one, the
+        final steps' outputs are shown field by field (see `reasoner.headline`).
+        """
+        self.describe_result = fn
+        return fn
 
     # --------------------------------------------------------------- compiling
     def compile(self, input: BaseModel | None = None) -> CompiledPlan:

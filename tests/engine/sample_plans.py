@@ -15,7 +15,7 @@ import random
 import numpy as np
 from pydantic import BaseModel
 
-from reasoner import Array, Image, Plan, checks
+from reasoner import Array, Image, Plan, Run, checks
 
 
 class Task(BaseModel):
@@ -123,3 +123,8 @@ async def polish(ctx, guess: Num) -> Num:
 @polish.check
 def perfect(out: Num) -> checks.Result:
     return checks.Result.fail(f"{out.v} is not perfect", score=(out.v % 10) / 10)
+
+
+@hedged.headline
+def kept(run: Run) -> str:
+    return f"kept {run.output('polish').v} after {len(run.steps['polish'].attempts)} attempts"

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from reasoner.arrays import decode_png
 from reasoner.cli import main
 
 PLAN = "sample_plans:counted"
@@ -62,6 +65,26 @@ def test_run_json_shape_and_show(capsys, tmp_path: Path) -> None:  # noqa: ANN00
             '"caption": "number 309"}') in out
     code, out, _ = run_cli(capsys, "runs", "--store", db)
     assert out.startswith(result["run_id"]) and "succeeded" in out
+
+
+def test_a_run_ends_with_its_result_and_writes_its_images_beside_the_store(
+    capsys, tmp_path: Path,  # noqa: ANN001
+) -> None:
+    db = tmp_path / "runs.db"
+    code, out, err = run_cli(capsys, "run", PLAN, "--input", '{"n": 2}', "--store", str(db),
+                             "--seed", "4")
+    assert code == 0, err
+    run_id = out.split()[0]
+    assert out.splitlines() == [
+        f"{run_id}  counted  succeeded",
+        "  picture: caption=number 309",  # the final steps' outputs, images left out
+        "  odd_one_out: v=2",
+        f"  image: {tmp_path / (run_id + '.png')}",
+        f"  report: reasoner report {run_id} --store {db} -o {run_id}.html"]
+    written = decode_png((tmp_path / f"{run_id}.png").read_bytes())
+    stored = json.loads(run_cli(capsys, "show", run_id, "--store", str(db), "--json")[1])
+    assert np.array_equal(written, decode_png(base64.b64decode(
+        stored["steps"]["picture"]["output"]["image"].split(",", 1)[1])))
 
 
 def test_jsonl_with_bad_lines_runs_the_good_ones(capsys, tmp_path: Path) -> None:  # noqa: ANN001
@@ -129,10 +152,12 @@ def test_a_degraded_run_exits_0_and_says_what_was_kept(capsys, tmp_path: Path) -
                              "--store", db, "--seed", "2")
     assert code == 0, err
     run_id = out.split()[0]
-    assert out.strip() == f"{run_id}  hedged  degraded  (best effort kept for polish)"
+    shown = json.loads(run_cli(capsys, "show", run_id, "--store", db, "--json")[1])
+    assert out.splitlines() == [  # the plan's own headline, then where the report is
+        f"{run_id}  hedged  degraded  (best effort kept for polish)",
+        f"  kept {shown['steps']['polish']['output']['v']} after 6 attempts",
+        f"  report: reasoner report {run_id} --store {db} -o {run_id}.html"]
     assert err.splitlines()[-1] == "0 succeeded, 1 degraded, 0 failed"
-    code, out, _ = run_cli(capsys, "show", run_id, "--store", db, "--json")
-    shown = json.loads(out)
     guess, polish = shown["steps"]["guess"], shown["steps"]["polish"]
     assert shown["status"] == "degraded" and polish["status"] == "degraded"
     # polish backtracked into guess twice (3 rounds of 5 samples) before keeping its best
