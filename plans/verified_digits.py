@@ -4,9 +4,10 @@
    (or, for `{"expression": ...}` input, the expression is computed exactly).
    Eight reasonings are sampled at once and each is checked: every worked line
    holds and the answer follows from them (parsed with `ast` and computed with
-   fractions, never `eval`), and every number of the question is used in a
-   worked line. An answer that is not a whole number from 0 to 999999 cannot be
-   drawn and fails its sample. The answer given by most passing samples is kept
+   fractions, never `eval`), every number of the question is used in a worked
+   line, and the lines form one chain (no result is computed and then dropped).
+   An answer that is not a whole number from 0 to 999999 cannot be drawn and
+   fails its sample. The answer given by most passing samples is kept
    (self-consistency), and only when at least two of them agree; otherwise
    eight more are drawn into the same vote. With no agreement after that, the
    most voted answer is kept as a best effort and the run ends `degraded`:
@@ -112,6 +113,10 @@ def parse_solution(text: str) -> Solution:
     return Solution(reasoning=text.strip(), answer=int(found[-1].replace(",", "")))
 
 
+def _numbers(text: str) -> set[Fraction]:
+    return {Fraction(n) for n in _NUMBER.findall(text)}
+
+
 def digits_of(number: int) -> list[int]:
     return [int(ch) for ch in str(number)]
 
@@ -169,10 +174,9 @@ def uses_the_question(problem: Problem, out: Solution) -> checks.Result:
     """
     if problem.question is None:
         return checks.Result.ok("an expression, computed exactly")
-    given = {Fraction(n) for n in _NUMBER.findall(problem.question)}
+    given = _numbers(problem.question)
     try:
-        used = {Fraction(n) for claim in worked_lines(out.reasoning)
-                for n in _NUMBER.findall(claim.expression)}
+        used = {n for claim in worked_lines(out.reasoning) for n in _numbers(claim.expression)}
     except ExpressionError as exc:
         return checks.Result.fail(str(exc))
     missing = sorted(given - used)
@@ -180,6 +184,27 @@ def uses_the_question(problem: Problem, out: Solution) -> checks.Result:
         return checks.Result.fail("the reasoning never uses " + ", ".join(map(format_number, missing)),
                                   score=1 - len(missing) / len(given))
     return checks.Result.ok(f"uses all {len(given)} number(s) of the question")
+
+
+@solve.check
+def one_chain(out: Solution) -> checks.Result:
+    """Every worked result but the last is used by a later line (a repeated line counts once).
+
+    A reasoning that computes 12 + 7 = 19 and then goes on from 12 + 1 = 13 changed its
+    mind midway; its lines are true but they do not lead to its answer.
+    """
+    try:
+        claims = worked_lines(out.reasoning)
+    except ExpressionError as exc:
+        return checks.Result.fail(str(exc))
+    distinct = list({(" ".join(c.expression.split()), c.claimed): c for c in claims}.values())
+    dropped = [c for i, c in enumerate(distinct[:-1])
+               if not any(c.claimed in _numbers(later.expression) for later in distinct[i + 1:])]
+    if dropped:
+        return checks.Result.fail(
+            f"{dropped[0].expression.strip()} = {format_number(dropped[0].claimed)} is never "
+            f"used again", score=1 - len(dropped) / len(distinct))
+    return checks.Result.ok(f"{len(distinct)} line(s) in one chain")
 
 
 @plan.headline

@@ -5,6 +5,8 @@ A `Search` adds one template to a plan; every node of it is one level of a searc
    still open (`strategy="best"`, best-first over everything generated so far);
 2. `propose(ctx, state)` gives each expanded state's children; repeats are dropped;
 3. `goal(state)`, an exact check, is asked of every child: one that passes ends the search;
+   `dead(state)`, an exact check too, drops a child that can never lead to the goal
+   (it counts as proposed, but is neither valued nor opened);
 4. `value(ctx, state)` scores the other children (higher is better);
 5. while the budget lasts and states are open, it spawns the next level.
 
@@ -130,6 +132,7 @@ class Search(Generic[S]):
         propose: Propose,
         goal: Callable[[S], bool],
         value: Value | None = None,
+        dead: Callable[[S], bool] | None = None,
         strategy: Literal["beam", "best"] = "beam",
         beam: int = 3,
         width: int = 1,
@@ -143,7 +146,7 @@ class Search(Generic[S]):
         if beam < 1 or width < 1:
             raise PlanError(f"search {name!r}: beam and width must be >= 1")
         self.name, self.state = name, state
-        self._propose, self._goal, self._value = propose, goal, value
+        self._propose, self._goal, self._value, self._dead = propose, goal, value, dead
         self._strategy, self._beam, self._width = strategy, beam, width
         self._key = key or (lambda s: s.model_dump_json())
         self._meter = meter
@@ -201,6 +204,8 @@ class Search(Generic[S]):
                     seen.add(key)
                     children.append(self._scored(state=child, depth=parent.depth + 1))
         goal = next((c for c in children if self._goal(c.state)), None)
+        if self._dead is not None:
+            children = [c for c in children if c is goal or not self._dead(c.state)]
         if goal is None and self._value is not None and children:
             values = await asyncio.gather(*(_call(self._value, ctx, c.state) for c in children))
             for child, value in zip(children, values, strict=True):

@@ -30,7 +30,7 @@ class Number(BaseModel):
 
 
 def number_plan(strategy: str = "beam", beam: int = 2, expanded: list[int] | None = None,
-                delay: float = 0.0) -> tuple[Plan, Search[Number]]:
+                delay: float = 0.0, dead=None) -> tuple[Plan, Search[Number]]:  # noqa: ANN001
     """Reach `goal` from `start` with +1 and *2; the value is closeness to the goal.
 
     Each proposal asks the (fake) LM once, so the budget in LM calls is exercised.
@@ -50,7 +50,7 @@ def number_plan(strategy: str = "beam", beam: int = 2, expanded: list[int] | Non
 
     search = Search(plan, "level", state=Number, propose=propose,
                     goal=lambda s: s.n == s.goal, value=value,
-                    strategy=strategy, beam=beam, key=lambda s: s.n)
+                    strategy=strategy, beam=beam, key=lambda s: s.n, dead=dead)
 
     @plan.step(uses=["lm"])
     async def solve(ctx, target: Target) -> Started:  # noqa: ANN001
@@ -66,6 +66,18 @@ def number_plan(strategy: str = "beam", beam: int = 2, expanded: list[int] | Non
 
 def _engine(store=None) -> Engine:  # noqa: ANN001
     return Engine(store=store, generators=fake_generators(lm=FakeLM(lambda p, s: "ok")))
+
+
+async def test_dead_children_count_as_proposed_but_are_never_valued_or_opened() -> None:
+    expanded: list[int] = []
+    plan, _ = number_plan(strategy="best", expanded=expanded, dead=lambda s: s.n > s.goal)
+    run = await _engine().run(plan, Target(start=1, goal=10))  # +1 and *2 never come back down
+    found = run.output("answer")
+    assert found.goal is not None and found.goal.state.n == 10
+    levels = [run.output(name) for name in run.steps if name.startswith("solve/")]
+    assert max(expanded) <= 10 and all(c.state.n <= 10 for lv in levels for c in lv.children)
+    assert 16 in [n * 2 for n in expanded]  # 8 proposed 16, which was dropped
+    assert found.spent.proposals == 2 * len(levels)  # the dead ones were proposed all the same
 
 
 async def test_beam_search_reaches_the_goal_and_records_every_level() -> None:

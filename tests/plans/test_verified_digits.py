@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from plans.verified_digits import SAMPLES, Problem, plan
+from plans.verified_digits import SAMPLES, Problem, one_chain, parse_solution, plan
 from reasoner import Engine, InputError
 from reasoner.testing import FakeGAN, FakeLM, FakeVAE, fake_generators
 
@@ -128,3 +128,13 @@ async def test_bad_problems_are_rejected_naming_the_field(data: dict, message: s
     with pytest.raises(InputError, match=message.replace("(", r"\(")):
         await Engine(generators=fake_generators()).run(plan, data)
     assert Problem.model_fields.keys() == {"question", "expression"}
+
+
+@pytest.mark.parametrize(("reasoning", "verdict"), [
+    ("12 + 7 = 19\n12 + 1 = 13\nAnswer: 13", "12 + 7 = 19 is never used again"),
+    ("4 * 6 = 24\n24 - 5 = 19\nAnswer: 19", "2 line(s) in one chain"),
+    ("each gets 24 / 8 = 3 pencils\nEach gets 24 / 8 = 3\nAnswer: 3", "1 line(s) in one chain"),
+])
+def test_worked_lines_must_form_one_chain(reasoning: str, verdict: str) -> None:
+    result = one_chain(parse_solution(reasoning))
+    assert result.reason == verdict and result.passed == verdict.endswith("one chain")
