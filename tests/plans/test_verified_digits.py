@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from plans.verified_digits import SAMPLES, Problem, one_chain, parse_solution, plan
+from plans.verified_digits import (
+    SAMPLES,
+    Problem,
+    answer_and_confidence,
+    one_chain,
+    parse_solution,
+    plan,
+)
 from reasoner import Engine, InputError
 from reasoner.testing import FakeGAN, FakeLM, FakeVAE, fake_generators
 
@@ -35,6 +42,7 @@ async def test_a_wrong_line_is_caught_and_that_sample_does_not_vote() -> None:
     assert [a.status for a in solve.attempts] == ["failed"] + ["passed"] * (SAMPLES - 1)
     assert solve.attempts[0].checks[0].reason == "wrong line: 12 + 7 = 20 (is 19)"
     assert solve.votes == {"19": SAMPLES - 1} and solve.confidence == (SAMPLES - 1) / SAMPLES
+    assert answer_and_confidence(run) == "answer 19, confidence 0.88 (votes: 19 ×7)"
     assert len({seed for _, seed in lm.calls}) == SAMPLES
 
 
