@@ -40,7 +40,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator
 
-from reasoner import Context, Plan, checks
+from reasoner import Context, Plan, Run, checks
 from reasoner.arithmetic import ExpressionError, evaluate
 from reasoner.search import Budget, Found, Search, Started
 
@@ -299,6 +299,25 @@ async def answer(ctx: Context, puzzle: Puzzle, solve: Attempted) -> Answer:
     return Answer(expression=found.goal.state.exprs[0] if found.goal else None,
                   strategy=puzzle.strategy, calls=found.spent.lm_calls,
                   proposals=found.spent.proposals, stop=found.stop)
+
+
+@plan.headline
+def expression_or_spending(run: Run) -> str:
+    """"((13 - 9) * (10 - 4)) = 24, 8 proposals, 4 LM calls (search)", or what was spent."""
+    out = run.steps["answer"].output
+    if out is not None:  # only an expression that reaches 24 passes
+        return (f"{out.expression} = 24, {out.proposals} proposals, {out.calls} LM calls "
+                f"({out.strategy})")
+    levels = [o for name, o in run.outputs.items() if name.startswith("solve/")]
+    if levels:
+        spent = max(levels, key=lambda level: level.level).spent
+        proposals, calls = spent.proposals, spent.lm_calls
+    elif (solve := run.steps["solve"].output) is not None:
+        proposals, calls = solve.proposals, solve.calls
+    else:
+        return "no answer"
+    return (f"no expression reaches 24 after {proposals} proposals, {calls} LM calls "
+            f"({run.input.strategy})")
 
 
 @answer.check

@@ -159,7 +159,13 @@ def _graph(args: argparse.Namespace) -> int:
     from reasoner.registry import load_plan
 
     plan = load_plan(args.plan)
-    compiled = plan.compile(validate_input(plan, args.input) if args.input else None)
+    given = validate_input(plan, args.input) if args.input else None
+    if given is None and plan.has_planner and plan.examples:  # sized by its input: show one
+        request, example = plan.examples[0]
+        given = validate_input(plan, json.dumps(example))
+        print(f"the graph for the example input {json.dumps(example)} ({request!r}); "
+              f"--input draws it for yours", file=sys.stderr)
+    compiled = plan.compile(given)
     print(compiled.mermaid() if args.format == "mermaid" else compiled.dot(), end="")
     return OK
 

@@ -386,6 +386,11 @@ class Plan:
         copy._planner, copy.describe_result = self._planner, self.describe_result
         return copy
 
+    @property
+    def has_planner(self) -> bool:
+        """Whether steps are added per input (`@plan.planner`), so the graph depends on it."""
+        return self._planner is not None
+
     def headline(self, fn: Callable[[Any], str]) -> Callable[[Any], str]:
         """Register `fn(run) -> str`: the run's result in a line or two.
 

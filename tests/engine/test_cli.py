@@ -132,6 +132,9 @@ def test_graph_and_plans(capsys) -> None:  # noqa: ANN001
     assert code == 0 and out.startswith("flowchart TD") and "hop3 -->|previous| hop4" in out
     code, out, _ = run_cli(capsys, "graph", PLAN, "--format", "dot")
     assert code == 0 and '"hop4" -> "picture"' in out
+    code, out, err = run_cli(capsys, "graph", "story")  # sized by its input: the example's
+    assert code == 0 and "paragraph_0 -->|previous| paragraph_1" in out
+    assert err.startswith('the graph for the example input {"endings": ["The cat came home."')
     code, out, _ = run_cli(capsys, "plans", "--json")
     assert code == 0
     listed = {entry["name"]: entry for entry in map(json.loads, out.splitlines())}

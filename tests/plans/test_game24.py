@@ -12,6 +12,7 @@ from plans.game24 import (
     HARD,
     Puzzle,
     State,
+    expression_or_spending,
     hard_puzzles,
     legal_moves,
     plan,
@@ -90,6 +91,8 @@ async def test_search_reaches_24_through_its_levels() -> None:
     assert run.steps["answer"].checks[0].reason == "((13 - 9) * (10 - 4)) = 24"
     # 1 + 1 proposed by choose, the 6 moves of "4 6" without it; 2 choose + 2 value calls
     assert (answer.proposals, answer.calls, answer.stop) == (8, 4, "goal")
+    assert expression_or_spending(run) == "((13 - 9) * (10 - 4)) = 24, 8 proposals, 4 LM calls " \
+                                          "(search)"
 
 
 async def test_a_search_that_spends_its_budget_unsolved_fails_naming_it() -> None:
@@ -106,6 +109,8 @@ async def test_a_search_that_spends_its_budget_unsolved_fails_naming_it() -> Non
     assert run.error == (f"step 'answer' failed: exactly_24: no expression reaches 24: the "
                          f"budget of 20 proposals is spent ({spent} proposed)")
     assert last.spent.lm_calls == run.compute.calls["lm"] > 0  # choose and score calls
+    assert expression_or_spending(run) == (f"no expression reaches 24 after {spent} proposals, "
+                                           f"{last.spent.lm_calls} LM calls (search)")
 
 
 async def test_a_search_with_nothing_left_open_says_so() -> None:
