@@ -51,8 +51,11 @@ def _lines(log: Path) -> list[str]:
 
 
 def _stored_attempts(db: Path) -> set[tuple[str, int, int, str]]:
-    """(node, generation, attempt, status) of every attempt the store holds."""
+    """(node, generation, attempt, status) of every attempt the store holds (none while the
+    run that creates the store has not made its tables yet)."""
     with sqlite3.connect(db) as conn:
+        if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'attempts'").fetchone() is None:
+            return set()
         rows = conn.execute("SELECT record FROM attempts").fetchall()
     return {(r["node"], r["generation"], r["attempt"], r["status"])
             for r in (json.loads(text) for (text,) in rows)}
