@@ -20,7 +20,6 @@ import pytest
 
 from plans import game24, morph, story, verified_digits
 from reasoner import Engine
-from reasoner.arithmetic import verify
 from reasoner.registry import known_plans
 from reasoner.router import route
 from reasoner.testing import assert_coherent
@@ -71,31 +70,32 @@ async def test_verified_digits_draws_an_expression(reasoner_models: dict[str, An
     assert_coherent(run, min_step=verified_digits.CONFIDENCE, min_edge=0.5)
 
 
-async def test_verified_digits_solves_with_the_language_model(
+async def test_verified_digits_votes_over_checked_samples(
     reasoner_models: dict[str, Any],
 ) -> None:
-    """Seed 0: two reasonings with a wrong line are resampled, the third holds line by line.
-
-    The checks verify the worked lines, not that they answer the question: the
-    accepted reasoning adds 12 + 7 and then computes 12 + 1 = 13, every line true.
-    """
+    """Seed 0, replies cut at 40 tokens: of 16 samples (8, then 8 more as no two agreed)
+    one passes every check, so its answer, 19, is kept as a best effort and the run is
+    degraded. Each check catches what it was made for: a wrong line, a number of the
+    question left out, and true lines that drop a result (12 + 7 = 19, then 12 + 1 = 13,
+    the answer this job gave before the plan voted)."""
     question = "Tom has 12 apples. Tom buys 7 more apples. How many apples does Tom have now?"
     run = await Engine(generators=capped(reasoner_models, 40)).run(
         verified_digits.plan, {"question": question}, seed=0)
-    assert run.status == "succeeded", run.error
     solve = run.steps["solve"]
-    assert [a.status for a in solve.attempts] == ["failed", "failed", "succeeded"]
-    assert [[(c.name, c.passed) for c in a.checks] for a in solve.attempts] == [
-        [("arithmetic_holds", False), ("drawable", True)],
-        [("arithmetic_holds", False), ("drawable", True)],
-        [("arithmetic_holds", True), ("drawable", True)],
-    ]
-    assert solve.attempts[0].checks[0].reason == "wrong line: 12 * 7 = 98 (is 84)"
+    assert run.status == "degraded" and solve.status == "degraded"
+    assert len(solve.attempts) == 2 * verified_digits.SAMPLES
+    assert solve.votes == {"19": 1} and solve.confidence == 1 / 16
+    tried = {a.attempt: a for a in solve.attempts}
+    assert [n for n in sorted(tried) if tried[n].status == "passed"] == [11]
+    assert tried[1].checks[0].reason == "wrong line: 12 * 7 = 98 (is 84)"
+    assert tried[2].checks[1].reason == "the reasoning never uses 12"
+    assert tried[3].checks[0].passed and tried[3].checks[1].passed
+    assert tried[3].checks[2].reason == "12 + 7 = 19 is never used again"
+    assert "the reasoning ends without 'Answer: N'" in (tried[4].error or "")
     out = run.output("solve")
-    assert out.answer == 13 and out.reasoning.endswith("12 + 1 = 13 apples\nAnswer: 13")
-    assert verify(out.reasoning, out.answer).passed
+    assert out.answer == 19 and out.reasoning.endswith("12 + 7 = 19 apples\nAnswer: 19")
     assert [len(run.steps[name].attempts) for name in ("render", "harmonize")] == [1, 1]
-    assert run.output("harmonize").labels == [1, 3]
+    assert run.output("harmonize").labels == [1, 9]
 
 
 async def test_morph_runs_smoothly_from_source_to_target(reasoner_models: dict[str, Any]) -> None:
