@@ -54,7 +54,7 @@ async def measure(args: argparse.Namespace) -> list[Point]:
         if "game24" in args.plans:
             points += await _ttc_game24.measure(engine, args.puzzles, (12, 36, 100), args.jobs)
         if "story" in args.plans:
-            points += await _ttc_story.measure(engine, args.stories, [1, 4], args.jobs)
+            points += await _ttc_story.measure(engine, args.stories, [1, 2], args.jobs)
     finally:
         await engine.aclose()
     return points
