@@ -1,15 +1,15 @@
 """Quality against compute: one point per (plan, method, setting), measured over a set of inputs.
 
-Imported by `test_time_compute.py` and its per-plan parts (`_ttc_*.py`). Every point
-runs its inputs through `engine.map` (or a hand-written single pass through
-`single_pass`) and keeps the mean LM calls and generated tokens per input, read
-from what the runs recorded, and the wall time of the whole set.
+Imported by `test_time_compute.py` and its per-plan parts (`_ttc_*.py`). A point's runs
+go through `engine.map` (`run_all`), and its mean LM calls and generated tokens per
+input are read from what the runs recorded (`mean_compute`), with the whole set's wall
+time; a hand-written single pass fills a Point itself.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,9 +52,3 @@ def mean_compute(runs: Sequence[Run]) -> tuple[float, float]:
     calls = sum(run.compute.calls.get("lm", 0) for run in runs) / len(runs)
     tokens = sum(run.compute.generated_tokens for run in runs) / len(runs)
     return calls, tokens
-
-
-async def timed(work: Callable[[], Awaitable[Any]]) -> tuple[Any, float]:
-    clock = time.perf_counter()
-    result = await work()
-    return result, time.perf_counter() - clock
