@@ -368,7 +368,9 @@ class Plan:
         """A copy of this plan in which `step` runs with other options (`samples`, `retries`, ...).
 
         How one plan is compared with itself under other strategies on the same inputs:
-        `plan.with_options("solve", samples=16)`. The copy keeps the plan's name.
+        `plan.with_options("solve", samples=16)`. The copy keeps the plan's name, so
+        `reasoner resume` of one of its runs finds the original plan: resume it from Python
+        with the copy instead (`engine.resume(run_id, plan=copy)`).
         """
         if step not in self.steps:
             raise PlanError(f"plan {self.name!r} has no step {step!r}")
