@@ -27,7 +27,8 @@ from reasoner.context import derive_seed
 PLAN = "verified-digits"
 
 
-async def _single(engine: Engine, questions: list[str], seed: int) -> tuple[list[int | None], Point]:
+async def _single(engine: Engine, questions: list[str], answers: list[int], seed: int) -> Point:
+    """One LM pass per question, with the seed of the plan's first sample."""
     lm = engine.generators["lm"]
 
     async def once(question: str) -> tuple[int | None, int]:
@@ -42,8 +43,9 @@ async def _single(engine: Engine, questions: list[str], seed: int) -> tuple[list
     clock = time.perf_counter()
     answered = await asyncio.gather(*(once(q) for q in questions))
     wall = time.perf_counter() - clock
+    right = sum(got == answer for (got, _), answer in zip(answered, answers, strict=True))
     tokens = sum(t for _, t in answered) / len(questions)
-    return [a for a, _ in answered], Point(PLAN, "single", 1, 0.0, 1.0, tokens, wall_s=wall)
+    return Point(PLAN, "single", 1, right / len(questions), 1.0, tokens, wall_s=wall)
 
 
 def _answer(run: Run) -> int | None:
@@ -68,9 +70,7 @@ async def measure(engine: Engine, count: int, samples: list[int], jobs: int,
     questions = [p.question for p in problems]
     answers = [p.answer for p in problems]
     inputs = [{"question": q} for q in questions]
-    singles, single = await _single(engine, questions, seed)
-    single.quality = sum(a == b for a, b in zip(singles, answers, strict=True)) / count
-    points = [single]
+    points = [await _single(engine, questions, answers, seed)]
     for n in samples:
         variant = plan.with_options("solve", samples=n, retries=0, agree=min(AGREE, n))
         runs, wall = await run_all(engine, variant, inputs, concurrency=jobs, seed=seed)
