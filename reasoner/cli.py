@@ -55,13 +55,14 @@ def _parser() -> argparse.ArgumentParser:
     plans.add_argument("--json", action="store_true")
 
     graph = sub.add_parser("graph", help="print a plan's step graph")
-    graph.add_argument("plan", help="plan name or module.path:attribute")
+    graph.add_argument("plan", help="plan name, module.path:attribute, or a graph spec file.json")
     graph.add_argument("--format", choices=["mermaid", "dot"], default="mermaid")
     graph.add_argument("--input", help="JSON input, for plans sized by their input")
 
     run = with_store(sub.add_parser("run", help="run a plan on one input or a JSONL file"))
-    run.add_argument("plan", help="plan name or module.path:attribute")
-    run.add_argument("--input", required=True, help="a JSON object, or @file.jsonl (@- for stdin)")
+    run.add_argument("plan", help="plan name, module.path:attribute, or a graph spec file.json")
+    run.add_argument("--input", help="a JSON object, or @file.jsonl (@- for stdin); a graph "
+                                     "spec takes none")
     run.add_argument("--jobs", type=int, default=8, help="runs at once (default 8)")
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--json", action="store_true", help="one JSON object per run on stdout")
@@ -71,9 +72,14 @@ def _parser() -> argparse.ArgumentParser:
                           "machine) or its address, e.g. ray://head:10001")
     run.add_argument("--workers", type=int, help="Ray worker actors (default: one per node)")
 
-    ask = with_store(sub.add_parser("ask", help="let the language model pick a plan and input"))
-    ask.add_argument("request", help='what you want, e.g. "draw the number forty-two"')
-    ask.add_argument("--dry-run", action="store_true", help="print the choice as JSON, run nothing")
+    ask = with_store(sub.add_parser(
+        "ask", help="let the language model plan a graph of blocks for a request, and run it"))
+    ask.add_argument("request", help='what you want, e.g. "work out 3 + 4 and draw it"')
+    ask.add_argument("--dry-run", action="store_true",
+                     help="print the graph spec as JSON and the graph as mermaid, run nothing")
+    ask.add_argument("--attempts", type=int, default=3,
+                     help="answers the model may give, each rejected one shown its error "
+                          "(default 3)")
     ask.add_argument("--seed", type=int, default=0)
     ask.add_argument("--json", action="store_true")
     ask.add_argument("--device")
@@ -243,7 +249,10 @@ def _run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return USAGE
     plan = load_plan(args.plan)
-    inputs, bad = _read_inputs(plan, args.input)
+    if args.input is None and plan.spec is None:
+        print(f"error: plan {plan.name!r} needs --input", file=sys.stderr)
+        return USAGE
+    inputs, bad = _read_inputs(plan, args.input or "{}")
     if bad:
         print(f"{bad} invalid input line(s) skipped; {len(inputs)} will run", file=sys.stderr)
     tracker = _InFlight()
@@ -273,30 +282,39 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _ask(args: argparse.Namespace) -> int:
-    from reasoner.registry import known_plans
-
+    if args.attempts < 1:
+        print("error: --attempts must be at least 1", file=sys.stderr)
+        return USAGE
     tracker = _InFlight()
-    result: list[Run] = []
+    result: list[tuple[Run, Plan]] = []
 
     async def go() -> None:
-        from reasoner.router import route
+        from reasoner.blocks import known_blocks
+        from reasoner.planner import draft
 
-        plans = known_plans()
         async with _engine(args, tracker, None if args.dry_run else args.store) as engine:
-            routed = await route(engine.generators["lm"], args.request, plans,
-                                 embedder=engine.generators["embedder"], seed=args.seed)
-            print(routed.model_dump_json(), file=sys.stdout if args.dry_run else sys.stderr,
-                  flush=True)
-            if not args.dry_run:
-                result.append(await engine.run(plans[routed.plan], routed.input, seed=args.seed))
+            drafted = await draft(args.request, engine.generators["lm"],
+                                  engine.generators["embedder"], known_blocks(),
+                                  seed=args.seed, attempts=args.attempts)
+            for i, tried in enumerate(drafted.tries[:-1]):
+                print(f"answer {i + 1} rejected: {tried.error}", file=sys.stderr)
+            plan = drafted.plan
+            spec = _dumps(plan.to_spec().dump())
+            if args.dry_run:
+                print(spec)
+                print(plan.mermaid(), end="", flush=True)
+                return
+            print(f"graph: {spec}", file=sys.stderr, flush=True)
+            result.append((await engine.run(plan, {}, seed=args.seed), plan))
 
     stopped = _drive(go(), tracker, args.store)
     if stopped is not None:
         return stopped
     if not result:
         return OK
-    _print_run(result[0], args, known_plans()[result[0].plan])
-    return OK if result[0].status in FINISHED_OK else FAILED
+    run, plan = result[0]
+    _print_run(run, args, plan)
+    return OK if run.status in FINISHED_OK else FAILED
 
 
 def _resume(args: argparse.Namespace) -> int:

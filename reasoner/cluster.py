@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import json
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
@@ -49,7 +50,7 @@ from reasoner.executor import continue_run
 from reasoner.lease import Lease
 from reasoner.plan import Plan
 from reasoner.records import FINISHED, BacktrackRecord, NodeRecord, RunRecord, Status
-from reasoner.registry import load_plan, plan_ref
+from reasoner.registry import load_plan, plan_ref, stored_plan
 from reasoner.runtime import Runtime
 from reasoner.store import Blobs, Holder, RunHistory, SQLiteStore, Store, StoredRun
 
@@ -330,11 +331,12 @@ class Worker:
         """Run `run_id` to its end from what the store holds; a re-sent job resumes."""
         async with Lease(self.store, run_id):  # a re-sent job takes over its dead worker's lease
             stored: StoredRun = await _remote(self.store.actor.load.remote(run_id))
-            reference = plan or stored.record.plan_ref or stored.record.plan
-            if reference not in self._plans:
-                self._plans[reference] = load_plan(reference)
+            record = stored.record
+            key = plan or json.dumps([record.plan_ref, record.plan, record.spec], sort_keys=True)
+            if key not in self._plans:
+                self._plans[key] = load_plan(plan) if plan else stored_plan(record)
             try:
-                await continue_run(self.runtime, stored, self._plans[reference])
+                await continue_run(self.runtime, stored, self._plans[key])
             finally:  # cancelled too: once the job returns, the store holds all it recorded
                 await self.store.synced()
 
@@ -420,7 +422,7 @@ class RayCluster:
 
     async def run(self, record: RunRecord) -> StoredRun:
         """Store the new run, have a worker run it, and read it back."""
-        if record.plan_ref is None:
+        if record.plan_ref is None and record.spec is None:
             raise ClusterError(
                 f"plan {record.plan!r} is defined in __main__; Ray workers import plans by "
                 "reference, so define it in a module they can import"

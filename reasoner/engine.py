@@ -28,7 +28,7 @@ from reasoner.lease import Lease
 from reasoner.plan import Plan, validate_input
 from reasoner.project import EDGE_METRICS, ProjectGenerators
 from reasoner.records import RunRecord, check_run_id
-from reasoner.registry import load_plan, plan_ref
+from reasoner.registry import plan_ref, stored_plan
 from reasoner.run import Run, read_run
 from reasoner.runtime import Runtime
 from reasoner.store import Holder, Store, open_store
@@ -133,6 +133,8 @@ class Engine:
             run_id=run_id or os.urandom(8).hex(),
             plan=plan.name,
             plan_ref=plan_ref(plan),
+            spec=None if plan.spec is None else plan.spec.dump(),
+            blocks=plan.block_modules,
             shape=compiled.shape,
             seed=seed,
             input=task.model_dump_json(),
@@ -222,8 +224,7 @@ class Engine:
         async with Lease(self.store, run_id):  # read only once no other process executes it
             stored = self.store.load(run_id)
             record = stored.record
-            return await continue_run(self.runtime, stored,
-                                      plan or load_plan(record.plan_ref or record.plan))
+            return await continue_run(self.runtime, stored, plan or stored_plan(record))
 
     def load(self, run_id: str, plan: Plan | None = None) -> Run:
         """Read a run back from the store without running anything.

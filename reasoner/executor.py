@@ -462,6 +462,8 @@ class Execution:
                 kwargs[b.param] = [self.nodes[r].output for r in b.ref]
             elif b.source == "payload":
                 kwargs[b.param] = node.payload
+            elif b.source == "value":
+                kwargs[b.param] = b.value
         return kwargs
 
     async def _attempts(self, node: _Node, generation: int) -> _Node | None:

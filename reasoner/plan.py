@@ -37,11 +37,14 @@ from reasoner.records import PlanShape, StepShape
 if TYPE_CHECKING:
     import networkx as nx
 
+    from reasoner.blocks import Blocks
+    from reasoner.spec import GraphSpec
+
 CTX = "ctx"
 OUTPUT_NAMES = ("out", "output")
 SPAWN_SEPARATOR = "/"
 
-Source = Literal["ctx", "input", "step", "steps", "payload", "default"]
+Source = Literal["ctx", "input", "step", "steps", "payload", "value", "default"]
 
 
 Select = Literal["first", "best", "vote"]
@@ -96,6 +99,7 @@ class Binding:
     param: str
     source: Source
     ref: str | tuple[str, ...] = ""  # producer step name(s) for "step"/"steps"
+    value: Any = None  # the literal for "value"
 
 
 @dataclass
@@ -117,11 +121,13 @@ class Step:
     annotations: dict[str, Any]  # parameter -> annotation, ctx excluded
     defaults: frozenset[str]  # parameters with a default value
     inputs: dict[str, str | tuple[str, ...]] = field(default_factory=dict)  # explicit bindings
+    values: dict[str, Any] = field(default_factory=dict)  # literal arguments (graph specs' nodes)
     template: bool = False
     checks: list[Check] = field(default_factory=list)
     takes_ctx: bool = False
     is_async: bool = True  # a plain `def` step runs in a worker thread, off the event loop
     checks_take_ctx: bool = False  # kept as checks are added: read once per node, per run
+    block: str | None = None  # the block it was built from, in a graph spec's plan
 
     def check(self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None) -> Any:
         """Register a consistency check (sync or async) on this step's output."""
@@ -155,6 +161,7 @@ def _make_step(
     options: StepOptions,
     inputs: dict[str, str | Sequence[str]] | None,
     template: bool,
+    values: Mapping[str, Any] | None = None,
 ) -> Step:
     base = fn.func if isinstance(fn, functools.partial) else fn
     step_name = name or base.__name__
@@ -190,22 +197,29 @@ def _make_step(
     for param in explicit:
         if param not in annotations:
             raise PlanError(f"{where}: inputs names parameter {param!r}, which it does not have")
+    for param in values or {}:
+        if param not in annotations or param in explicit:
+            raise PlanError(f"{where}: values names parameter {param!r}, which it does not have "
+                            f"or which inputs binds")
     return Step(
-        step_name, fn, output, options, annotations, frozenset(defaults), explicit, template,
-        takes_ctx=takes_ctx, is_async=inspect.iscoroutinefunction(fn),
+        step_name, fn, output, options, annotations, frozenset(defaults), explicit,
+        dict(values or {}), template, takes_ctx=takes_ctx, is_async=inspect.iscoroutinefunction(fn),
     )
 
 
-def _type_hints(fn: Callable[..., Any], where: str) -> dict[str, Any]:
-    """Resolve annotations, also string ones naming classes local to the defining function."""
+def _type_hints(fn: Callable[..., Any], where: str, extras: bool = False) -> dict[str, Any]:
+    """Resolve annotations, also string ones naming classes local to the defining function.
+
+    With `extras`, `Annotated[...]` is kept (a block's parameter bounds live there).
+    """
     try:
-        return typing.get_type_hints(fn)
+        return typing.get_type_hints(fn, include_extras=extras)
     except NameError as exc:
         error = exc
     frame = sys._getframe(1)
     while frame is not None:  # the plan may be built inside a function (tests, notebooks)
         try:
-            return typing.get_type_hints(fn, localns=frame.f_locals)
+            return typing.get_type_hints(fn, localns=frame.f_locals, include_extras=extras)
         except NameError:
             frame = frame.f_back  # type: ignore[assignment]
     raise PlanError(f"{where}: cannot resolve an annotation: {error}") from error
@@ -255,6 +269,27 @@ class Plan:
         self.describe_result: Callable[[Any], str] | None = None  # see `headline`
         self._compiled: CompiledPlan | None = None  # the static graph, until a step is added
         self.module = sys._getframe(1).f_globals.get("__name__", "")  # for resume by reference
+        self.spec: GraphSpec | None = None  # the graph spec it was built from, if it was
+        self.block_modules: dict[str, str] = {}  # block name -> module, with `spec`
+
+    @classmethod
+    def from_spec(cls, spec: GraphSpec | Mapping[str, Any] | str | bytes, blocks: Blocks) -> Plan:
+        """A plan from a graph spec (model, dict or JSON) and the blocks it names.
+
+        Every unknown block, node, input or parameter, type mismatch, missing input
+        and cycle is a PlanError naming the node and field. See `reasoner.spec`.
+        """
+        from reasoner.spec import build_plan
+
+        return build_plan(spec, blocks)
+
+    def to_spec(self) -> GraphSpec:
+        """The graph spec this plan was built from: `Plan.from_spec(plan.to_spec(), blocks)`
+        builds the same plan again."""
+        if self.spec is None:
+            raise PlanError(f"plan {self.name!r} was written in Python, not built from a graph "
+                            "spec, so it has no spec")
+        return self.spec
 
     # ---------------------------------------------------------------- building
     def step(
@@ -321,10 +356,15 @@ class Plan:
         name: str | None = None,
         inputs: dict[str, str | Sequence[str]] | None = None,
         template: bool = False,
+        values: Mapping[str, Any] | None = None,
         **options: Any,
     ) -> Step:
-        """Add a step (or a template) by code; every way of adding a step ends here."""
-        step = _make_step(fn, name, StepOptions(**options), inputs, template)
+        """Add a step (or a template) by code; every way of adding a step ends here.
+
+        `inputs` binds parameters to other steps by name; `values` gives parameters
+        literal arguments (how a graph spec's node passes its parameters).
+        """
+        step = _make_step(fn, name, StepOptions(**options), inputs, template, values)
         if step.name in self.steps or step.name in self.templates:
             raise PlanError(f"plan {self.name!r}: duplicate step name {step.name!r}")
         if template:
@@ -479,9 +519,12 @@ class CompiledPlan:
         )
 
     def mermaid(self) -> str:
-        lines = ["flowchart TD", f"    input([{self.input.__name__}])"]
+        lines = ["flowchart TD"]
+        if any(b.source == "input" for bindings in self.bindings.values() for b in bindings):
+            lines.append(f"    input([{self.input.__name__}])")
         for name, step in self.steps.items():
-            lines.append(f"    {_node_id(name)}[\"{name}: {step.output.__name__}\"]")
+            block = f" ({step.block})" if step.block else ""
+            lines.append(f"    {_node_id(name)}[\"{name}{block}: {step.output.__name__}\"]")
             if any(b.source == "input" for b in self.bindings[name]):
                 lines.append(f"    input --> {_node_id(name)}")
         for src, dst, param in self.graph.edges(data="param"):
@@ -521,6 +564,8 @@ def _bind(plan: Plan, step: Step, *, strict: bool) -> list[Binding]:
             bindings.append(Binding(param, "steps", explicit))
         elif explicit is not None:
             bindings.append(Binding(param, "step", explicit))
+        elif param in step.values:
+            bindings.append(Binding(param, "value", value=step.values[param]))
         elif step.template and param not in step.defaults:
             bindings.append(Binding(param, "payload"))
         elif param in plan.steps:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, TypeAdapter
 
@@ -183,6 +183,8 @@ class RunRecord(BaseModel):
     run_id: str
     plan: str
     plan_ref: str | None = None  # registry name or "module:attribute", for resume
+    spec: dict[str, Any] | None = None  # the graph spec of a plan built from one, for resume
+    blocks: dict[str, str] = {}  # with `spec`: block name -> the module registering it
     shape: PlanShape | None = None  # None only in runs stored before shapes were kept
     status: Status = "running"
     seed: int = 0

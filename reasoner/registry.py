@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from collections.abc import Sequence
+from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
 
@@ -19,6 +20,7 @@ from reasoner.project import PLAN_PACKAGES
 
 if TYPE_CHECKING:
     from reasoner.plan import CompiledPlan, Plan
+    from reasoner.records import RunRecord
 
 
 def known_plans(packages: Sequence[str] = PLAN_PACKAGES) -> dict[str, Plan]:
@@ -42,9 +44,18 @@ def known_plans(packages: Sequence[str] = PLAN_PACKAGES) -> dict[str, Plan]:
 
 
 def load_plan(ref: str) -> Plan:
-    """Resolve a plan name from the plan packages, or `module:attribute`."""
+    """Resolve a plan name from the plan packages, `module:attribute`, or a graph spec file
+    (`*.json`, built from the plan packages' blocks)."""
     from reasoner.plan import Plan
 
+    if ref.endswith(".json"):
+        from reasoner.blocks import known_blocks
+
+        try:
+            text = Path(ref).read_bytes()
+        except OSError as exc:
+            raise UnknownPlanError(f"cannot read the graph spec {ref!r}: {exc.strerror}") from None
+        return Plan.from_spec(text, known_blocks())
     if ":" in ref:
         module_name, _, attribute = ref.partition(":")
         module_name, attribute = module_name.strip(), attribute.strip()
@@ -93,3 +104,14 @@ def plan_ref(plan: Plan | CompiledPlan) -> str | None:
     if not plan.module or plan.module == "__main__":
         return None
     return f"{plan.module}:{plan.name}"
+
+
+def stored_plan(record: RunRecord) -> Plan:
+    """The plan a stored run was started with: rebuilt from its graph spec and the modules
+    of its blocks, or imported by its reference."""
+    if record.spec is None:
+        return load_plan(record.plan_ref or record.plan)
+    from reasoner.blocks import load_blocks
+    from reasoner.plan import Plan
+
+    return Plan.from_spec(record.spec, load_blocks(*sorted(set(record.blocks.values()))))
