@@ -34,10 +34,10 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import itertools
 import random
 import re
 import statistics
+from collections.abc import Sequence
 from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator
@@ -86,14 +86,16 @@ class Paragraph(BaseModel):
     text: str  # the lead, then the required ending
     lead: str  # the model's own text, before the ending (what the measures judge)
     appended: bool  # whether the ending was appended (the model did not write it)
-    ending: float  # similarity of the lead to its ending
+    ending: float | None  # similarity of the lead to its ending; None for a paragraph without one
     previous: float | None = None  # to the previous paragraph; None for the first
     outline: float | None = None  # to its outline line; None without an outline
 
     @property
     def coherence(self) -> float:
-        """The mean of the similarities to its ending and to the previous paragraph."""
-        return self.ending if self.previous is None else (self.ending + self.previous) / 2
+        """The mean of the similarities to its ending and to the previous paragraph, those it has;
+        with neither (the first paragraph of a story without endings), to its outline line."""
+        measured = [m for m in (self.ending, self.previous) if m is not None]
+        return statistics.fmean(measured) if measured else self.outline or 0.0
 
     def below(self) -> list[str]:
         """The measures under their thresholds."""
@@ -147,14 +149,18 @@ def sentences(text: str) -> list[str]:
             if m.group().strip()]
 
 
-def finish_with(text: str, ending: str, before: str = "") -> tuple[str, bool]:
+def finish_with(text: str, ending: str | None, before: str = "") -> tuple[str, bool]:
     """(lead, appended): the model's text before the ending where it wrote the ending as a
-    sentence of its own (any case), else its text, the ending to be appended. Whole sentences
-    only (an unfinished last one is dropped where another is left), none repeated from
-    `before` (the previous paragraph) or from the text itself: copying earns no similarity."""
+    sentence of its own (any case), else its text, the ending to be appended (with no ending:
+    its text, nothing appended). Whole sentences only (an unfinished last one is dropped where
+    another is left), none repeated from `before` (the previous paragraph) or from the text
+    itself: copying earns no similarity."""
     body = " ".join(text.split())
-    key = re.escape(ending.rstrip(".!?"))
-    found = re.search(rf"(?:^|(?<=[.!?\"'] )){key}(?=[.!?\"']|$)", body, re.IGNORECASE)
+    if ending is None:
+        found = None
+    else:
+        key = re.escape(ending.rstrip(".!?"))
+        found = re.search(rf"(?:^|(?<=[.!?\"'] )){key}(?=[.!?\"']|$)", body, re.IGNORECASE)
     if found is not None:  # an ending written first: what follows it leads into it
         body = body[:found.start()] if found.start() else body[found.end():].lstrip(".!?\"' ")
     parts = sentences(body)
@@ -166,10 +172,10 @@ def finish_with(text: str, ending: str, before: str = "") -> tuple[str, bool]:
         if part.lower() not in seen:
             seen.add(part.lower())
             lead.append(part)
-    return " ".join(lead), found is None or found.start() == 0
+    return " ".join(lead), ending is not None and (found is None or found.start() == 0)
 
 
-async def measure(ctx: Context, text: str, ending: str, index: int,
+async def measure(ctx: Context, text: str, ending: str | None, index: int,
                   previous: Paragraph | None = None, plan_line: str | None = None) -> Paragraph:
     """Paragraph `index` from the model's text, with its similarities (no text scores 0)."""
     lead, appended = finish_with(text, ending, previous.text if previous else "")
@@ -178,41 +184,55 @@ async def measure(ctx: Context, text: str, ending: str, index: int,
         return await ctx.embedder.similarity(lead, other) if lead else 0.0
 
     return Paragraph(
-        index=index, text=f"{lead} {ending}".strip(), lead=lead, appended=appended,
-        ending=await similarity(ending),
+        index=index, text=f"{lead} {ending or ''}".strip(), lead=lead, appended=appended,
+        ending=None if ending is None else await similarity(ending),
         previous=None if previous is None else await similarity(previous.text),
         outline=None if plan_line is None else await similarity(plan_line))
 
 
 async def outline(ctx: Context, task: StoryInput) -> Outline:
     """One constrained call per ending, all at once: a line each, whatever the model writes."""
-    about = f" about {task.topic}" if task.topic else ""
+    return Outline(lines=await outline_lines(ctx, task.topic, len(task.endings), task.endings))
 
-    async def line(index: int, ending: str) -> str:
+
+async def outline_lines(ctx: Context, topic: str | None, paragraphs: int,
+                        endings: Sequence[str] = ()) -> list[str]:
+    """A line per paragraph, each a call constrained by `LINE`, all at once; with `endings`
+    (one per paragraph), each line says what leads to its paragraph's ending."""
+    about = f" about {topic}" if topic else ""
+
+    async def line(index: int) -> str:
+        ends = (f"Paragraph {index + 1} must end with the sentence: \"{endings[index]}\"\n"
+                if endings else "")
         prompt = (
-            f"We are planning a short story{about} in {len(task.endings)} paragraphs. "
-            f"Paragraph {index + 1} must end with the sentence: \"{ending}\"\n"
-            f"In one sentence, say what happens in paragraph {index + 1} before that."
+            f"We are planning a short story{about} in {paragraphs} paragraphs. {ends}"
+            f"In one sentence, say what happens in paragraph {index + 1}"
+            f"{' before that' if endings else ''}."
         )
         generation = await ctx.lm.generate(prompt, regex=LINE, max_new_tokens=LINE_CHARS,
                                            temperature=0.8, seed=ctx.seed + index)
         return generation.text.strip()
 
-    return Outline(lines=list(await asyncio.gather(*map(line, itertools.count(), task.endings))))
+    return list(await asyncio.gather(*map(line, range(paragraphs))))
 
 
 async def write_paragraph(ctx: Context, task: StoryInput, outline: Outline,
                           previous: Paragraph | None = None, index: int = 0) -> Paragraph:
-    ending = task.endings[index]
+    return await draft(ctx, outline.lines[index], task.endings[index], previous, index)
+
+
+async def draft(ctx: Context, line: str, ending: str | None, previous: Paragraph | None,
+                index: int) -> Paragraph:
+    """Paragraph `index` written from its outline line and the previous paragraph, to end with
+    `ending` when there is one, and measured."""
     context = f"The story so far ends with:\n{previous.text}\n\n" if previous else ""
-    prompt = (
-        f"{context}Write paragraph {index + 1} of the story (3 to 5 sentences). "
-        f"Plan for it: {outline.lines[index]}\n"
-        f"The paragraph must end with this exact sentence: \"{ending}\""
-    )
+    ends = (f"\nThe paragraph must end with this exact sentence: \"{ending}\""
+            if ending is not None else "")
+    prompt = (f"{context}Write paragraph {index + 1} of the story (3 to 5 sentences). "
+              f"Plan for it: {line}{ends}")
     generation = await ctx.lm.generate(prompt, max_new_tokens=PARAGRAPH_TOKENS, stop=["\n\n"],
                                        temperature=0.8, seed=ctx.seed)
-    return await measure(ctx, generation.text, ending, index, previous, outline.lines[index])
+    return await measure(ctx, generation.text, ending, index, previous, line)
 
 
 def fits_ending(out: Paragraph) -> checks.Result:
@@ -282,28 +302,29 @@ def coherent(out: Paragraphs) -> checks.Result:
     return checks.Result.ok("every paragraph over its thresholds")
 
 
-def _story(parts: list[Paragraph], strategy: str) -> Story:
+def assemble(parts: list[Paragraph], strategy: str) -> Story:
+    """The story of its paragraphs, with their measures."""
     return Story(
         text="\n\n".join(p.text for p in parts),
         strategy=strategy,
-        scores=[{"ending": p.ending}
+        scores=[({} if p.ending is None else {"ending": p.ending})
                 | ({} if p.previous is None else {"previous": p.previous})
                 | ({} if p.outline is None else {"outline": p.outline})
                 | {"coherence": p.coherence} for p in parts],
         coherence=statistics.fmean(p.coherence for p in parts),
-        written=sum(not p.appended for p in parts),
+        written=sum(p.ending is not None and not p.appended for p in parts),
         appended=sum(p.appended for p in parts),
         below=[p.index for p in parts if p.below()])
 
 
 async def collect(task: StoryInput, parts: list[Paragraph]) -> Story:
     """Join the paragraphs of `steps` (`task` is for the `every_ending` check)."""
-    return _story(parts, "steps")
+    return assemble(parts, "steps")
 
 
 async def collect_single(task: StoryInput, single: Paragraphs) -> Story:
     """Join the paragraphs of the single pass (`task` is for the `every_ending` check)."""
-    return _story(single.parts, "single")
+    return assemble(single.parts, "single")
 
 
 @plan.headline

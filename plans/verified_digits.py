@@ -145,17 +145,25 @@ async def read_back(ctx: Context, images: np.ndarray, labels: list[int]) -> chec
            on_exhausted="best", uses=["lm"], backtrack=False)
 async def solve(ctx, problem: Problem) -> Solution:
     if problem.expression is not None:
-        value = evaluate(problem.expression)
-        if value.denominator != 1:
-            raise ValueError(f"{problem.expression} = {format_number(value)} is not whole")
-        solution = Solution(reasoning=f"{problem.expression} = {value}", answer=int(value))
-    else:
-        generation = await ctx.lm.generate(
-            [*EXAMPLE, {"role": "user", "content": problem.question}],
-            system=SYSTEM, max_new_tokens=128, temperature=0.7, seed=ctx.seed,
-        )
-        solution = parse_solution(generation.text)
-    if not 0 <= solution.answer <= MAX_ANSWER:  # an error, not a check: nothing to keep or draw
+        return computed(problem.expression)
+    generation = await ctx.lm.generate(
+        [*EXAMPLE, {"role": "user", "content": problem.question}],
+        system=SYSTEM, max_new_tokens=128, temperature=0.7, seed=ctx.seed,
+    )
+    return drawable(parse_solution(generation.text))
+
+
+def computed(expression: str) -> Solution:
+    """The expression's exact value as a solution; ValueError if it is not a drawable number."""
+    value = evaluate(expression)
+    if value.denominator != 1:
+        raise ValueError(f"{expression} = {format_number(value)} is not whole")
+    return drawable(Solution(reasoning=f"{expression} = {value}", answer=int(value)))
+
+
+def drawable(solution: Solution) -> Solution:
+    """The solution, if its answer can be drawn (an error, not a check: nothing to keep)."""
+    if not 0 <= solution.answer <= MAX_ANSWER:
         raise ValueError(f"answer {solution.answer} is not a whole number from 0 to {MAX_ANSWER}")
     return solution
 
@@ -222,7 +230,12 @@ def answer_and_confidence(run: Run) -> str:
 
 @plan.step(retries=4, uses=["gan", "classifier"])
 async def render(ctx, solve: Solution) -> Digits:
-    labels = digits_of(solve.answer)
+    return await draw(ctx, solve.answer)
+
+
+async def draw(ctx: Context, number: int) -> Digits:
+    """The GAN draws each digit of `number` in one shared style."""
+    labels = digits_of(number)
     images = await ctx.gan.generate(labels, seed=ctx.seed, shared_style=True)  # (n, 28, 28)
     return Digits(labels=labels, images=list(images))
 
@@ -234,12 +247,17 @@ async def render_reads_back(ctx, out: Digits) -> checks.Result:
 
 @plan.step(uses=["vae", "classifier"])
 async def harmonize(ctx, solve: Solution, render: Digits) -> Rendered:
-    labels = render.labels
-    latents = await ctx.vae.encode(as_floats(render.images), labels)  # (n, z)
+    return Rendered(answer=solve.answer, reasoning=solve.reasoning, labels=render.labels,
+                    image=await one_style(ctx, render))
+
+
+async def one_style(ctx: Context, digits: Digits) -> np.ndarray:
+    """The digits redrawn by the VAE from their mean style latent, as one (28, 28 * n) strip."""
+    labels = digits.labels
+    latents = await ctx.vae.encode(as_floats(digits.images), labels)  # (n, z)
     style = np.repeat(latents.mean(axis=0, keepdims=True), len(labels), axis=0)  # (n, z)
     images = await ctx.vae.decode(style, labels)  # (n, 28, 28)
-    strip = np.concatenate(list(images), axis=1)  # (28, 28 * n)
-    return Rendered(answer=solve.answer, reasoning=solve.reasoning, labels=labels, image=strip)
+    return np.concatenate(list(images), axis=1)  # (28, 28 * n)
 
 
 @harmonize.check

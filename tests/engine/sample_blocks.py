@@ -9,10 +9,10 @@ from __future__ import annotations
 from typing import Annotated
 
 from pydantic import BaseModel, Field
+from sample_plans import _executed
 
 from reasoner import Context, checks
 from reasoner.blocks import Blocks
-from sample_plans import _executed
 
 
 class Number(BaseModel):

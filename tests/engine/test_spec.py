@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 from pydantic import BaseModel
+from sample_blocks import Number, Words, blocks
+from sample_plans import counted
 
 from reasoner import Engine, Plan, PlanError
 from reasoner.blocks import Blocks, load_blocks
 from reasoner.spec import GraphSpec
-from sample_blocks import Number, Words, blocks
-from sample_plans import counted
 
 CHAIN = {"nodes": [
     {"id": "a", "block": "number", "params": {"value": 4}},
