@@ -137,7 +137,7 @@ async def shortlist(embedder: Any, request: str, blocks: Blocks,
     best_examples = sorted(range(len(examples)), key=lambda i: -by_example[i])[:keep_examples]
     wanted = {names[i] for i in sorted(range(len(names)), key=lambda i: -by_block[i])[:keep_blocks]}
     for i in best_examples:
-        wanted |= {node.block for node in examples[i].nodes if node.block in blocks}
+        wanted |= {node.block for node in examples[i][1].nodes if node.block in blocks}
     shown = [examples[i] for i in sorted(best_examples, key=lambda i: by_example[i])]
     return [name for name in names if name in wanted], shown
 
