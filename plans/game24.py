@@ -295,9 +295,13 @@ async def answer(ctx: Context, puzzle: Puzzle, solve: Attempted) -> Answer:
     if solve.search is None:
         return Answer(expression=solve.expression, strategy=puzzle.strategy, calls=solve.calls,
                       proposals=solve.proposals, stop=solve.stop)
-    found: Found[State] = levels.result(ctx, "solve")
+    return searched(levels.result(ctx, "solve"))
+
+
+def searched(found: Found[State]) -> Answer:
+    """The answer of a finished search: the goal's expression, what the search spent."""
     return Answer(expression=found.goal.state.exprs[0] if found.goal else None,
-                  strategy=puzzle.strategy, calls=found.spent.lm_calls,
+                  strategy="search", calls=found.spent.lm_calls,
                   proposals=found.spent.proposals, stop=found.stop)
 
 

@@ -26,6 +26,9 @@ a killed search resumes at the level it was in, the report shows every level, an
     @plan.step
     def answer(ctx, solve: Started) -> Found[Board]:
         return levels.result(ctx, "solve")
+
+`Search.run` runs the same levels one after another inside the calling step
+instead, spawning nothing, for a search that is one step of its own (a block).
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from pydantic import BaseModel, Field
 from reasoner._exceptions import PlanError
 from reasoner.context import Context
 from reasoner.plan import Plan
+from reasoner.records import Compute
 
 S = TypeVar("S", bound=BaseModel)
 
@@ -155,7 +159,10 @@ class Search(Generic[S]):
         self._frontier, self._level = Frontier[state], Level[state]  # type: ignore[valid-type]
 
         async def level(ctx: Context, frontier: Any) -> Any:
-            return await self._expand(ctx, frontier)
+            done, following = await self._expand(ctx, frontier, ctx.spent(ctx.step))
+            if following is not None:
+                ctx.spawn(self.name, str(following.level), following)
+            return done
 
         level.__annotations__ = {"ctx": Context, "frontier": self._frontier,
                                  "return": self._level}
@@ -168,18 +175,43 @@ class Search(Generic[S]):
 
         `beam` and `width` override the search's own for this run.
         """
-        if not states:
-            raise ValueError(f"search {self.name!r} needs at least one start state")
-        seen = [str(self._key(s)) for s in states]
-        ctx.spawn(self.name, "1", self._frontier(
-            level=1, open=[self._scored(state=s) for s in states], seen=seen, budget=budget,
-            beam=beam or self._beam, width=width or self._width))
+        first = self._first(states, budget, beam, width)
+        ctx.spawn(self.name, str(first.level), first)
         return Started(search=self.name, states=len(states), budget=budget)
 
     def result(self, ctx: Context, step: str) -> Found[S]:
         """The search started by `step`, read from its levels."""
-        levels = sorted((out for out in ctx.expansion(step).values()
-                         if isinstance(out, self._level)), key=lambda lv: lv.level)
+        return self._result(sorted((out for out in ctx.expansion(step).values()
+                                   if isinstance(out, self._level)), key=lambda lv: lv.level))
+
+    async def run(self, ctx: Context, states: Sequence[S], budget: Budget, *,
+                  beam: int | None = None, width: int | None = None) -> Found[S]:
+        """The whole search inside the calling step, one level after another, nothing spawned.
+
+        For a search that is a single step of its own (a block of a graph spec): the same
+        levels and the same result as `start` then `result`, but they are not nodes, so an
+        interrupted search starts over and the report shows only the step. What it spends
+        is counted from `ctx.compute`, the calling attempt's, from the first level on.
+        """
+        frontier: Frontier[S] | None = self._first(states, budget, beam, width)
+        levels: list[Level[S]] = []
+        while frontier is not None:
+            done, frontier = await self._expand(ctx, frontier, Compute())
+            levels.append(done)
+        return self._result(levels)
+
+    def _first(self, states: Sequence[S], budget: Budget, beam: int | None,
+               width: int | None) -> Frontier[S]:
+        """What the first level starts from."""
+        if not states:
+            raise ValueError(f"search {self.name!r} needs at least one start state")
+        return self._frontier(
+            level=1, open=[self._scored(state=s) for s in states],
+            seen=[str(self._key(s)) for s in states], budget=budget,
+            beam=beam or self._beam, width=width or self._width)
+
+    def _result(self, levels: Sequence[Level[S]]) -> Found[S]:
+        """The search's result from its levels, in order."""
         generated = [c for lv in levels for c in lv.children]
         last = levels[-1] if levels else None
         return self._found(
@@ -189,7 +221,13 @@ class Search(Generic[S]):
             stop=last.stop if last else None)
 
     # ---------------------------------------------------------------- one level
-    async def _expand(self, ctx: Context, frontier: Frontier[S]) -> Level[S]:
+    async def _expand(self, ctx: Context, frontier: Frontier[S],
+                      earlier: Compute) -> tuple[Level[S], Frontier[S] | None]:
+        """One level: what it did, and the frontier of the next one (None: the search ends).
+
+        `earlier` is what this level spent before this attempt (its failed attempts, as a node).
+        """
+        before = Compute.total([ctx.compute])  # a copy: the attempt's spending until now
         if self._strategy == "beam":
             expanded, rest = frontier.open, []
         else:
@@ -211,27 +249,30 @@ class Search(Generic[S]):
             for child, value in zip(children, values, strict=True):
                 child.value = float(value)
         children.sort(key=lambda c: -c.value)  # stable: ties keep the order proposed
-        spent = self._spent(ctx, frontier, sum(len(s) for s in proposed))
+        spent = self._spent(frontier, Compute.total([earlier, ctx.compute]), before,
+                            sum(len(s) for s in proposed))
         if self._strategy == "beam":
             open_ = children[: frontier.beam]
         else:
             open_ = sorted([*rest, *children], key=lambda c: -c.value)
         stop = "goal" if goal else ("exhausted" if not open_ else spent.over(frontier.budget))
-        if stop is None:
-            ctx.spawn(self.name, str(frontier.level + 1), self._frontier(
-                level=frontier.level + 1, open=open_, seen=sorted(seen), spent=spent,
-                budget=frontier.budget, beam=frontier.beam, width=frontier.width))
+        following = None if stop is not None else self._frontier(
+            level=frontier.level + 1, open=open_, seen=sorted(seen), spent=spent,
+            budget=frontier.budget, beam=frontier.beam, width=frontier.width)
         return self._level(level=frontier.level, expanded=expanded, children=children,
-                           goal=goal, spent=spent, stop=stop)
+                           goal=goal, spent=spent, stop=stop), following
 
-    def _spent(self, ctx: Context, frontier: Frontier[S], proposals: int) -> Spent:
-        """The search's spending after this level: earlier levels, this level's attempts."""
-        here = ctx.spent(ctx.step)  # this level's earlier, failed attempts
-        here.add(ctx.compute)
-        before = frontier.spent
-        return Spent(lm_calls=before.lm_calls + here.calls.get(self._meter, 0),
-                     generated_tokens=before.generated_tokens + here.generated_tokens,
-                     proposals=before.proposals + proposals, levels=before.levels + 1)
+    def _spent(self, frontier: Frontier[S], now: Compute, before: Compute,
+               proposals: int) -> Spent:
+        """The search's spending after this level: the earlier levels', and what the level
+        added to the compute (`now` less `before`)."""
+        previous = frontier.spent
+        return Spent(
+            lm_calls=previous.lm_calls + now.calls.get(self._meter, 0)
+            - before.calls.get(self._meter, 0),
+            generated_tokens=previous.generated_tokens + now.generated_tokens
+            - before.generated_tokens,
+            proposals=previous.proposals + proposals, levels=previous.levels + 1)
 
 
 async def _call(fn: Callable[..., Any], *args: Any) -> Any:

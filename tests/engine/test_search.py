@@ -1,4 +1,5 @@
-"""`reasoner.search`: beam and best-first search whose levels are nodes of the run."""
+"""`reasoner.search`: beam and best-first search whose levels are nodes of the run, or run
+in one step."""
 
 from __future__ import annotations
 
@@ -66,6 +67,45 @@ def number_plan(strategy: str = "beam", beam: int = 2, expanded: list[int] | Non
 
 def _engine(store=None) -> Engine:  # noqa: ANN001
     return Engine(store=store, generators=fake_generators(lm=FakeLM(lambda p, s: "ok")))
+
+
+def inline_plan(search: Search[Number]) -> Plan:
+    """The search of `number_plan`, run inside one step after an LM call of the step's own."""
+    plan = Plan("numbers-inline", input=Target)
+
+    @plan.step(uses=["lm"])
+    async def solve(ctx, target: Target) -> Found[Number]:  # noqa: ANN001
+        await ctx.lm.generate("before the search", seed=ctx.seed)  # not the search's spending
+        return await search.run(ctx, [Number(n=target.start, goal=target.goal)],
+                                Budget(lm_calls=target.lm_calls, proposals=target.proposals))
+
+    return plan
+
+
+@pytest.mark.parametrize("strategy", ["beam", "best"])
+@pytest.mark.parametrize("target", [Target(start=1, goal=10), Target(start=5, goal=11),
+                                    Target(start=1, goal=1000, lm_calls=4)])
+async def test_a_search_run_in_one_step_finds_what_its_levels_find(
+    strategy: str, target: Target,
+) -> None:
+    plan, search = number_plan(strategy=strategy)
+    spawned = await _engine().run(plan, target)
+    inline = await _engine().run(inline_plan(search), target)
+    assert list(inline.steps) == ["solve"]  # no level is a node
+    found = inline.output("solve")
+    assert found == spawned.output("answer")
+    assert found.spent.lm_calls == inline.steps["solve"].compute.calls["lm"] - 1
+
+
+async def test_a_search_run_in_one_step_stops_at_its_budget() -> None:
+    _, search = number_plan(strategy="best")
+    found = (await _engine().run(inline_plan(search),
+                                 Target(start=1, goal=1000, lm_calls=4))).output("solve")
+    assert found.goal is None and found.stop == "lm_calls"
+    assert (found.spent.lm_calls, found.levels) == (4, 4)
+    found = (await _engine().run(inline_plan(search),
+                                 Target(start=1, goal=1000, proposals=5))).output("solve")
+    assert (found.stop, found.spent.proposals) == ("proposals", 6)  # over by one level at most
 
 
 async def test_dead_children_count_as_proposed_but_are_never_valued_or_opened() -> None:
