@@ -68,7 +68,8 @@ ParagraphCount = Annotated[int, Field(ge=2, le=8, description="paragraphs, when 
                                                               "are given")]
 Endings = Annotated[list[str], Field(max_length=8, description="the closing sentence of each "
                                      "paragraph, in order: none, or 2 to 8")]
-Numbers = Annotated[list[int], Field(description="four whole numbers from 1 to 13")]
+Numbers = Annotated[list[Annotated[int, Field(ge=1, le=13)]],
+                    Field(min_length=4, max_length=4, description="four whole numbers, 1 to 13")]
 Proposals = Annotated[int, Field(ge=1, le=500, description="moves the search may put forward")]
 
 blocks = Blocks()
@@ -278,7 +279,40 @@ blocks.example("outline a four-paragraph story about a robot learning to paint",
     {"id": "n1", "block": "outline-story",
      "params": {"topic": "a robot learning to paint", "paragraphs": 4}}])
 
+blocks.example("how much is 48 divided by 6?", [
+    {"id": "n1", "block": "evaluate-expression", "params": {"expression": "48 / 6"}}])
+blocks.example("calculate 7 * (3 + 5) for me", [
+    {"id": "n1", "block": "evaluate-expression", "params": {"expression": "7 * (3 + 5)"}}])
+blocks.example("Nina has 12 shells and finds 9 more on the beach. How many shells does she "
+               "have?", [
+    {"id": "n1", "block": "solve-word-problem", "params": {
+        "question": "Nina has 12 shells and finds 9 more on the beach. How many shells does "
+                    "she have?"}}])
+blocks.example("draw the digits 31 by hand", [
+    {"id": "n1", "block": "draw-number", "inputs": {"number": {"value": 31}}}])
+blocks.example("turn a 6 into a 9", [
+    {"id": "n1", "block": "morph-digits",
+     "inputs": {"start": {"value": 6}, "end": {"value": 9}}}])
+blocks.example("reach 24 with 5 5 5 1", [
+    {"id": "n1", "block": "solve-24", "params": {"numbers": [5, 5, 5, 1]}}])
+
 # Two blocks.
+blocks.example("handwrite 58 and let the classifier read it", [
+    {"id": "n1", "block": "draw-number", "inputs": {"number": {"value": 58}}},
+    {"id": "n2", "block": "read-digits", "inputs": {"drawing": {"from": "n1"}}}])
+blocks.example("draw 730 with every digit in the same style", [
+    {"id": "n1", "block": "draw-number", "inputs": {"number": {"value": 730}}},
+    {"id": "n2", "block": "harmonize-digits", "inputs": {"digits": {"from": "n1"}}}])
+blocks.example("tell me a story about a pirate parrot", [
+    {"id": "n1", "block": "outline-story", "params": {"topic": "a pirate parrot"}},
+    {"id": "n2", "block": "write-story", "inputs": {"outline": {"from": "n1"}}}])
+blocks.example("compute 2 + 6 and animate it turning into a 1", [
+    {"id": "n1", "block": "evaluate-expression", "params": {"expression": "2 + 6"}},
+    {"id": "n2", "block": "morph-digits",
+     "inputs": {"start": {"from": "n1"}, "end": {"value": 1}}}])
+blocks.example("what is 6 * 3? outline a story about that number", [
+    {"id": "n1", "block": "evaluate-expression", "params": {"expression": "6 * 3"}},
+    {"id": "n2", "block": "outline-story", "inputs": {"about": {"from": "n1"}}}])
 blocks.example("a story about a lighthouse keeper ending with 'The lamp went dark.' and "
                "'The ships still found the harbour.'", [
     {"id": "n1", "block": "outline-story", "params": {
@@ -310,12 +344,12 @@ blocks.example("Tom has 3 bags with 2 apples in each. How many apples? Animate a
 
 # Three or four blocks.
 blocks.example("Sam reads 15 pages a day for 6 days. How many pages has he read? Draw the "
-               "answer.", [
+               "answer neatly in one style.", [
     {"id": "n1", "block": "solve-word-problem",
      "params": {"question": "Sam reads 15 pages a day for 6 days. How many pages has he read?"}},
     {"id": "n2", "block": "draw-number", "inputs": {"number": {"from": "n1"}}},
     {"id": "n3", "block": "harmonize-digits", "inputs": {"digits": {"from": "n2"}}}])
-blocks.example("draw the result of 37 + 58 in handwriting", [
+blocks.example("draw the result of 37 + 58, all its digits in one matching style", [
     {"id": "n1", "block": "evaluate-expression", "params": {"expression": "37 + 58"}},
     {"id": "n2", "block": "draw-number", "inputs": {"number": {"from": "n1"}}},
     {"id": "n3", "block": "harmonize-digits", "inputs": {"digits": {"from": "n2"}}}])
@@ -330,6 +364,19 @@ blocks.example("Mia has 45 marbles and wins 17 more. How many does she have? Dra
      "params": {"question": "Mia has 45 marbles and wins 17 more. How many does she have?"}},
     {"id": "n2", "block": "draw-number", "inputs": {"number": {"from": "n1"}}},
     {"id": "n3", "block": "read-digits", "inputs": {"drawing": {"from": "n2"}}}])
+blocks.example("Kim had 9 pens and gave away 4. How many pens are left? Draw the answer and "
+               "morph it into a 1.", [
+    {"id": "n1", "block": "solve-word-problem",
+     "params": {"question": "Kim had 9 pens and gave away 4. How many pens are left?"}},
+    {"id": "n2", "block": "draw-number", "inputs": {"number": {"from": "n1"}}},
+    {"id": "n3", "block": "morph-digits",
+     "inputs": {"start": {"from": "n1"}, "end": {"value": 1}}}])
+blocks.example("compute 8 * 7, draw it and write a two-paragraph story about it", [
+    {"id": "n1", "block": "evaluate-expression", "params": {"expression": "8 * 7"}},
+    {"id": "n2", "block": "outline-story", "params": {"paragraphs": 2},
+     "inputs": {"about": {"from": "n1"}}},
+    {"id": "n3", "block": "write-story", "inputs": {"outline": {"from": "n2"}}},
+    {"id": "n4", "block": "draw-number", "inputs": {"number": {"from": "n1"}}}])
 blocks.example("28 pupils split into teams of 4. How many teams are there? Then tell a "
                "two-paragraph story about that number.", [
     {"id": "n1", "block": "solve-word-problem",

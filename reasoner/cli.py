@@ -491,6 +491,8 @@ def _show(args: argparse.Namespace) -> int:
         print(_dumps(run.to_json()))
         return OK
     print(f"run {run.run_id}  plan {run.plan}  status {run.status}  seed {run.seed}")
+    if run.spec is not None:
+        print(f"  spec: {_dumps(run.spec)}")
     if run.error:
         print(f"  error: {run.error}")
     if run.degraded:

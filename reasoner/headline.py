@@ -35,8 +35,19 @@ def shorten(text: str, width: int = WIDTH) -> str:
     return flat if len(flat) <= width else flat[:width - 3].rstrip() + "..."
 
 
+def _image(value: Any) -> np.ndarray | None:
+    """An image field's picture: an image, or a list of same-height images side by side."""
+    if isinstance(value, list) and value and all(
+            isinstance(v, np.ndarray) and v.ndim == 2 and v.shape[0] == value[0].shape[0]
+            for v in value):
+        value = np.concatenate(value, axis=1)  # (h, w1 + w2 + ...)
+    if isinstance(value, np.ndarray) and value.dtype == np.uint8 and value.ndim in (2, 3):
+        return value
+    return None
+
+
 def _field(value: Any) -> str | None:
-    if isinstance(value, np.ndarray):
+    if isinstance(value, np.ndarray) or _image(value) is not None:
         return None  # an image or array: written to a file, not printed
     if isinstance(value, float):
         return f"{value:.3g}"
@@ -54,10 +65,10 @@ def default_headline(run: Run) -> str:
 
 
 def write_images(run: Run, folder: Path) -> list[Path]:
-    """Each uint8 image of the final outputs as `<run id>[-<step>-<field>].png` in `folder`."""
-    found = [(name, key, value) for name in final_steps(run)
-             for key, value in run.steps[name].output
-             if isinstance(value, np.ndarray) and value.dtype == np.uint8 and value.ndim in (2, 3)]
+    """Each uint8 image of the final outputs (a list of them as one strip) as
+    `<run id>[-<step>-<field>].png` in `folder`."""
+    found = [(name, key, image) for name in final_steps(run)
+             for key, value in run.steps[name].output if (image := _image(value)) is not None]
     paths = []
     for name, key, image in found:
         path = folder / (f"{run.run_id}.png" if len(found) == 1

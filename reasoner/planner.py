@@ -22,30 +22,36 @@ blocks, never run as code.
 from __future__ import annotations
 
 import json
+import re
 import types
 import typing
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationError, create_model
+from pydantic.fields import FieldInfo
 
 from reasoner._exceptions import InputError, PlanError, PlanningError
 from reasoner.blocks import Block, Blocks
 from reasoner.plan import Plan, format_validation_error
 from reasoner.spec import GraphSpec, Wire, parse_spec
 
+Layout = Literal["examples", "free"]
 MAX_NODES = 6
-NODE_IDS = rf"^n[1-{MAX_NODES}]$"
+NODE_TOKENS = 160  # a node's budget: a word problem's text fits
+END = "end"
 SCALARS = (int, float, str, bool)
 
 
 @dataclass
 class Tried:
-    """One answer of the model, and why it was rejected (None: it built)."""
+    """One answer of the model (a graph), why it was rejected (None: it built), and the
+    model calls it took."""
 
     text: str
     error: str | None = None
+    calls: int = 1
 
 
 @dataclass
@@ -59,28 +65,37 @@ class Drafted:
 
     @property
     def calls(self) -> int:
-        return len(self.tries)
+        return sum(tried.calls for tried in self.tries)
 
 
 async def plan_from_request(request: str, engine: Any, *, blocks: Blocks | None = None,
-                            seed: int = 0, attempts: int = 3) -> Plan:
+                            **options: Any) -> Plan:
     """The plan the language model drafts for `request`, built and checked, not yet run.
 
     Inspect it (`plan.to_spec()`, `plan.mermaid()`), edit the spec and build it again
     with `Plan.from_spec`, or run it: `await engine.run(plan, {})`. Blocks default to
-    every block of the plan packages (`known_blocks()`).
+    every block of the plan packages (`known_blocks()`); `options` are `draft`'s.
     """
     from reasoner.blocks import known_blocks
 
     drafted = await draft(request, engine.generators["lm"], engine.generators["embedder"],
-                          known_blocks() if blocks is None else blocks, seed=seed,
-                          attempts=attempts)
+                          known_blocks() if blocks is None else blocks, **options)
     return drafted.plan
 
 
 async def draft(request: str, lm: Any, embedder: Any, blocks: Blocks, *, seed: int = 0,
-                attempts: int = 3, keep_examples: int = 3, keep_blocks: int = 3) -> Drafted:
-    """`plan_from_request` with the generators given, saying what it tried."""
+                attempts: int = 3, layout: Layout = "examples", keep_examples: int = 3,
+                keep_blocks: int = 3) -> Drafted:
+    """`plan_from_request` with the generators given, saying what it tried.
+
+    The graph is written node by node, each node one constrained call. With `layout=
+    "examples"` (the default), attempt k lays the graph out as the k-th likest example
+    does (its blocks, in order, wired the same way) and the model writes each node's
+    parameters and values; with `"free"`, the model also picks each node's block among
+    those offered that can be wired at that point (see `next_node_schema`), and where the
+    graph ends. A graph that does not build goes back with its error. Up to `attempts`
+    answers in all.
+    """
     if not request.strip():
         raise InputError("the request is empty")
     if not blocks:
@@ -90,31 +105,70 @@ async def draft(request: str, lm: Any, embedder: Any, blocks: Blocks, *, seed: i
     examples = _examples(blocks)
     offered, shown = await shortlist(embedder, request, blocks, examples, keep_examples,
                                      keep_blocks)
-    schema = graph_schema([blocks[name] for name in offered])
-    prompt = graph_prompt(request, blocks, offered, shown)
+    layouts = list({_shape(spec): spec for _, spec in reversed(shown)}.values())
+    numbers = stated_numbers(request)
     tries: list[Tried] = []
-    question = prompt
+    feedback = ""
     for attempt in range(attempts):
-        try:
-            generation = await lm.generate(
-                question, schema=schema, max_new_tokens=96 * MAX_NODES // 2,
-                temperature=0.0 if attempt == 0 else 0.7, seed=seed + attempt, stop=["\n"])
-            text = generation.text.strip()
-        except ValidationError as exc:  # cut short by the token budget
-            tries.append(Tried("", f"the graph was cut short: {format_validation_error(exc)}"))
-            continue
-        try:
-            plan = Plan.from_spec(from_answer(text), blocks)
-        except PlanError as exc:
-            tries.append(Tried(text, str(exc)))
-            question = (f"{prompt} {text}\nThat graph is wrong: {exc}\n"
-                        f"Request: {request}\nGraph:")
-            continue
-        tries.append(Tried(text))
-        return Drafted(plan, tries, offered, [text for text, _ in shown])
+        if layout == "examples":
+            like = layouts[attempt % len(layouts)]
+            ordered = sorted(shown, key=lambda example: _shape(example[1]) == _shape(like))
+            prompt = graph_prompt(request, blocks, offered, ordered)
+            next_node = _following(like, blocks, numbers)
+        else:
+            prompt = graph_prompt(request, blocks, offered, shown)
+            next_node = _choosing([blocks[name] for name in offered], numbers)
+        tried = await _answer(lm, prompt + feedback, next_node, blocks, greedy=attempt == 0,
+                              seed=seed * 1000 + attempt)
+        tries.append(tried)
+        if tried.error is None:
+            try:
+                plan = Plan.from_spec(from_answer(tried.text), blocks)
+            except PlanError as exc:
+                tried.error = str(exc)
+            else:
+                return Drafted(plan, tries, offered, [text for text, _ in shown])
+        feedback = (f" {tried.text}\nThat graph is wrong: {tried.error}\n"
+                    f"Request: {request}\nGraph:")
     said = "\n".join(f"  answer {i + 1}: {t.text or '(none)'}\n    rejected: {t.error}"
                      for i, t in enumerate(tries))
     raise PlanningError(f"no valid graph for the request after {attempts} answer(s):\n{said}")
+
+
+NextNode = Callable[[Sequence[type[BaseModel]]], type[BaseModel] | None]
+
+
+async def _answer(lm: Any, question: str, next_node: NextNode, blocks: Blocks, *,
+                  greedy: bool, seed: int) -> Tried:
+    """One graph, a node per call, each constrained to what `next_node` allows after the
+    outputs so far, until the layout is done, the model ends it or repeats a node (a
+    repeat adds nothing: the model is looping), or there are MAX_NODES nodes."""
+    nodes: list[str] = []
+    outputs: list[type[BaseModel]] = []
+    calls = 0
+    while len(nodes) < MAX_NODES and (schema := next_node(outputs)) is not None:
+        written = "".join(f"{node}, " for node in nodes)
+        try:
+            generation = await lm.generate(f'{question} {{"nodes": [{written}', schema=schema,
+                                           max_new_tokens=NODE_TOKENS,
+                                           temperature=0.0 if greedy else 0.7,
+                                           seed=seed * 100 + calls)
+        except ValidationError as exc:  # cut short by the token budget
+            return Tried(_graph_text(nodes), f"node {len(nodes) + 1} was cut short: "
+                                             f"{format_validation_error(exc)}", calls + 1)
+        calls += 1
+        node = schema.model_validate_json(generation.text).model_dump(mode="json",
+                                                                       by_alias=True)
+        text = json.dumps(node)
+        if node["block"] == END or text in nodes:
+            break
+        nodes.append(text)
+        outputs.append(blocks[node["block"]].output)
+    return Tried(_graph_text(nodes), None, calls)
+
+
+def _graph_text(nodes: Sequence[str]) -> str:
+    return f'{{"nodes": [{", ".join(nodes)}]}}'
 
 
 def _examples(blocks: Blocks) -> list[tuple[str, GraphSpec]]:
@@ -156,85 +210,194 @@ def _plain(annotation: Any) -> Any:
     return annotation
 
 
-def _literal_model(model: type[BaseModel]) -> type[BaseModel] | None:
+def _lengths(info: FieldInfo) -> Any:
+    """A list parameter's length bounds, kept in the schema (they cost the index little,
+    and four numbers are then four numbers); other bounds are checked when it is built."""
+    kept = {bound: getattr(m, bound) for m in info.metadata
+            for bound in ("min_length", "max_length") if getattr(m, bound, None) is not None}
+    return Field(..., **kept) if kept and typing.get_origin(_plain(info.annotation)) is list else ...
+
+
+def _grounded(annotation: Any, numbers: frozenset[int], default: Any = None) -> Any:
+    """The type a value is written in: a whole number (alone or in a list) is one that the
+    request states, or the parameter's default, so that values come from the request and
+    not from the examples. Without stated numbers, any."""
+    plain = _plain(annotation)
+    if not numbers:
+        return plain
+    if plain is int:
+        extra = {default} if type(default) is int else set()
+        return Literal[tuple(sorted(numbers | extra))]
+    if typing.get_origin(plain) is list and typing.get_args(plain) == (int,):
+        return list[Literal[tuple(sorted(numbers))]]  # type: ignore[misc]
+    return plain
+
+
+_UNITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
+          "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen",
+          "eighteen", "nineteen"]
+_TENS = ["twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
+_WORD = {word: n for n, word in enumerate(_UNITS)} | {w: 20 + 10 * i for i, w in enumerate(_TENS)}
+_NUMBER = re.compile(rf"\d+|\b(?:(?:{'|'.join(_TENS)})(?:[- ](?:{'|'.join(_UNITS[1:10])}))?"
+                     rf"|{'|'.join(sorted(_UNITS, key=len, reverse=True))})\b", re.IGNORECASE)
+
+
+def stated_numbers(request: str) -> frozenset[int]:
+    """The whole numbers a request states, in digits or in words up to ninety-nine."""
+    found = set()
+    for match in _NUMBER.finditer(request):
+        words = re.split(r"[- ]", match.group().lower())
+        found.add(int(words[0]) if words[0].isdigit() else sum(_WORD[w] for w in words))
+    return frozenset(found)
+
+
+def _literal_model(model: type[BaseModel], numbers: frozenset[int]) -> type[BaseModel] | None:
     """What a literal value of an input may hold in the schema: its required scalar fields,
     or None when a value cannot be written in JSON by hand (images, nested models)."""
-    fields = {name: (_plain(info.annotation), ...) for name, info in model.model_fields.items()
-              if info.is_required()}
-    if not fields or any(annotation not in SCALARS for annotation, _ in fields.values()):
+    plain = {name: _plain(info.annotation) for name, info in model.model_fields.items()
+             if info.is_required()}
+    if not plain or any(annotation not in SCALARS for annotation in plain.values()):
         return None
+    fields = {name: (_grounded(annotation, numbers), ...) for name, annotation in plain.items()}
     return create_model(f"{model.__name__}Value", __config__=ConfigDict(extra="forbid"),
                         **fields)  # type: ignore[call-overload]
 
 
-class _WireOut(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+class _End(BaseModel):
+    """The graph's end, written where a next node would be."""
 
-    node: str = Field(alias="from", pattern=NODE_IDS)
+    model_config = ConfigDict(extra="forbid")
+
+    block: Literal["end"]  # END
 
 
-def node_schema(block: Block) -> type[BaseModel]:
-    """The JSON a node of `block` may be: its name, an id, its inputs and its parameters.
+def _wire(sources: tuple[str, ...]) -> type[BaseModel]:
+    """An input wired from one of `sources`, the earlier nodes whose output fits it."""
+    return create_model(f"From{'_'.join(sources)}",
+                        __config__=ConfigDict(extra="forbid", populate_by_name=True),
+                        node=(Literal[sources], Field(alias="from")))
 
-    Fields are in alphabetical order, the order constrained decoding writes them in.
-    Every input and parameter is written out, an optional input as null.
-    """
+
+def _node_model(block: Block, choices: dict[str, list[Any]],
+                numbers: frozenset[int]) -> type[BaseModel] | None:
+    """What a node of `block` may be, each input one of its `choices` (wires, literal
+    models, None), or None when an input has none. Fields are in alphabetical order, the
+    order constrained decoding writes them in; every input and parameter is written out,
+    an optional input left out as null."""
     title = "".join(part.title() for part in block.name.split("-"))
-    fields: dict[str, Any] = {"block": (Literal[block.name], ...),
-                              "id": (str, Field(pattern=NODE_IDS))}
+    fields: dict[str, Any] = {"block": (Literal[block.name], ...)}
     if block.inputs:
-        ports: dict[str, Any] = {}
-        for name, models in block.inputs.items():
-            options: list[Any] = [_WireOut]
-            options += [m for m in map(_literal_model, models) if m is not None]
-            if name not in block.required:
-                options.append(type(None))
-            ports[name] = (typing.Union[tuple(options)], ...)  # noqa: UP007
+        if not all(choices.get(name) for name in block.inputs):
+            return None
+        ports = {name: (typing.Union[tuple(choices[name])], ...)  # noqa: UP007
+                 for name in block.inputs}
         fields["inputs"] = (create_model(f"{title}Inputs", __config__=ConfigDict(extra="forbid"),
                                          **ports), ...)
     if block.params.model_fields:
-        params = {name: (_plain(info.annotation), ...)
+        params = {name: (_grounded(info.annotation, numbers, info.default), _lengths(info))
                   for name, info in block.params.model_fields.items()}
         fields["params"] = (create_model(f"{title}Params", __config__=ConfigDict(extra="forbid"),
                                          **params), ...)
     return create_model(f"{title}Node", __config__=ConfigDict(extra="forbid"), **fields)
 
 
-def graph_schema(offered: Sequence[Block]) -> type[BaseModel]:
-    """The graph the model may write: 1 to MAX_NODES nodes of the offered blocks."""
-    nodes = typing.Union[tuple(node_schema(block) for block in offered)]  # noqa: UP007
-    return create_model("Graph", __config__=ConfigDict(extra="forbid"),
-                        nodes=(list[nodes], Field(min_length=1, max_length=MAX_NODES)))
+def _literals(block: Block, name: str, numbers: frozenset[int]) -> list[Any]:
+    """The literal forms an input may take, and null when it is optional."""
+    found: list[Any] = [m for m in (_literal_model(model, numbers) for model in block.inputs[name])
+                        if m is not None]
+    return found + ([type(None)] if name not in block.required else [])
+
+
+def next_node_schema(offered: Sequence[Block], outputs: Sequence[type[BaseModel]],
+                     numbers: frozenset[int] = frozenset()) -> type[BaseModel]:
+    """What the node after nodes giving `outputs` (n1, n2, ...) may be: an offered block
+    whose every input is wired from an earlier node of a fitting type or given as a
+    value, or (after the first node) the end. So every graph written is wired right by
+    construction: no unknown node, no type mismatch, no cycle. With `numbers`, a whole
+    number the model writes is one of them or its parameter's default (see `_grounded`)."""
+    options: list[Any] = []
+    for block in offered:
+        choices = {}
+        for name, models in block.inputs.items():
+            sources = tuple(f"n{i + 1}" for i, out in enumerate(outputs)
+                            if any(issubclass(out, model) for model in models))
+            choices[name] = ([_wire(sources)] if sources else []) + _literals(block, name,
+                                                                               numbers)
+        if (model := _node_model(block, choices, numbers)) is not None:
+            options.append(model)
+    if outputs:
+        options.append(_End)
+    return RootModel[typing.Union[tuple(options)]]  # type: ignore[misc]  # noqa: UP007
+
+
+def _choosing(offered: Sequence[Block], numbers: frozenset[int]) -> NextNode:
+    """The free layout: any offered block that can be wired next, or the end."""
+    return lambda outputs: next_node_schema(offered, outputs, numbers)
+
+
+def _following(spec: GraphSpec, blocks: Blocks, numbers: frozenset[int]) -> NextNode:
+    """The layout of an example: node k is its node k's block, each input wired from the
+    same earlier node or given as a value where the example's is; only the values and
+    parameters are the model's to write."""
+    position = {node.id: f"n{i + 1}" for i, node in enumerate(spec.nodes)}
+
+    def next_node(outputs: Sequence[type[BaseModel]]) -> type[BaseModel] | None:
+        if len(outputs) == len(spec.nodes):
+            return None
+        node = spec.nodes[len(outputs)]
+        block = blocks[node.block]
+        choices = {}
+        for name in block.inputs:
+            given = node.inputs.get(name)
+            choices[name] = ([_wire((position[given.node],))] if isinstance(given, Wire) else
+                             _literals(block, name, numbers) if given is not None
+                             else [type(None)])
+        return RootModel[_node_model(block, choices, numbers)]  # type: ignore[misc]
+
+    return next_node
+
+
+def _shape(spec: GraphSpec) -> tuple[tuple[str, tuple[tuple[str, str], ...]], ...]:
+    """A graph's blocks and how they are wired, its values left out."""
+    position = {node.id: i for i, node in enumerate(spec.nodes)}
+    return tuple((node.block, tuple(sorted(
+        (name, str(position[given.node]) if isinstance(given, Wire) else "value")
+        for name, given in node.inputs.items()))) for node in spec.nodes)
 
 
 def in_answer_form(spec: GraphSpec, blocks: Blocks) -> str:
     """An example's spec written as the model is made to write one: every input and
-    parameter given, fields in the schema's order."""
+    parameter given, fields in the schema's order, and the end as a last node."""
+    position = {node.id: f"n{i + 1}" for i, node in enumerate(spec.nodes)}
     nodes = []
     for node in spec.nodes:
         block = blocks[node.block]
-        out: dict[str, Any] = {"block": node.block, "id": node.id}
+        out: dict[str, Any] = {"block": node.block}
         if block.inputs:
             out["inputs"] = {}
             for name in block.inputs:
                 given = node.inputs.get(name)
-                out["inputs"][name] = ({"from": given.node} if isinstance(given, Wire)
-                                       else given)
+                out["inputs"][name] = ({"from": position.get(given.node, given.node)}
+                                       if isinstance(given, Wire) else given)
         if block.params.model_fields:
             out["params"] = block.params.model_validate(node.params).model_dump(mode="json")
         nodes.append(out)
-    return json.dumps({"nodes": nodes})
+    return json.dumps({"nodes": [*nodes, {"block": END}]})
 
 
 def from_answer(text: str) -> dict[str, Any]:
-    """The spec in a model's answer: null (left out) inputs dropped."""
+    """The spec in a model's answer: nodes named n1, n2, ... by position, null (left out)
+    inputs dropped."""
     try:
         graph = json.loads(text)
     except json.JSONDecodeError as exc:
         raise PlanError(f"the answer is not JSON: {exc}") from None
-    for node in graph.get("nodes", []) if isinstance(graph, dict) else []:
-        if isinstance(node, dict) and isinstance(node.get("inputs"), dict):
-            node["inputs"] = {k: v for k, v in node["inputs"].items() if v is not None}
+    nodes = graph.get("nodes") if isinstance(graph, dict) else None
+    for i, node in enumerate(nodes if isinstance(nodes, list) else []):
+        if isinstance(node, dict):
+            node["id"] = f"n{i + 1}"
+            if isinstance(node.get("inputs"), dict):
+                node["inputs"] = {k: v for k, v in node["inputs"].items() if v is not None}
     return graph
 
 
@@ -258,8 +421,9 @@ def _type_text(annotation: Any) -> str:
 def graph_prompt(request: str, blocks: Blocks, offered: Sequence[str],
                  examples: Sequence[tuple[str, GraphSpec]]) -> str:
     """The offered blocks, then request/graph examples, then the request."""
-    lines = ["Write the graph of blocks that does what the request asks, as JSON. A node's "
-             'input comes from an earlier node ({"from": "n1"}) or is given as a value.',
+    lines = ["Write the graph of blocks that does what the request asks, as JSON. Nodes are "
+             'n1, n2, ... in order; an input comes from an earlier node ({"from": "n1"}) or '
+             "is given as a value.",
              "Blocks:", *(_signature(blocks[name]) for name in offered), ""]
     lines += [f"Request: {text}\nGraph: {in_answer_form(spec, blocks)}" for text, spec in examples]
     lines.append(f"Request: {request}\nGraph:")

@@ -195,7 +195,8 @@ def render_run(run: Run) -> str:
 · compute: {escape(str(run.compute))}</p>
 {f'<p class="fail">{escape(run.error)}</p>' if run.error else ""}
 {f'<p>degraded (best effort kept): {escape(", ".join(run.degraded))}</p>' if run.degraded else ""}
-<pre>{escape(run.input.model_dump_json(indent=2))}</pre>
+<pre>{escape(run.input.model_dump_json(indent=2) if run.spec is None
+            else json.dumps(run.spec, indent=2))}</pre>
 <h2>Step graph</h2>{graph_svg(run, coherence)}
 <h2>Coherence</h2>
 <table><tr><th>min step</th><td>{_fmt(coherence.min_step)}</td><th>mean step</th>

@@ -76,6 +76,7 @@ class Run:
     finished_at: float | None = None
     edges: list[EdgeScore] = field(default_factory=list)  # coherence of producer -> consumer
     links: list[tuple[str, str]] = field(default_factory=list)  # the graph: producer -> consumer
+    spec: dict[str, Any] | None = None  # the graph spec the plan was built from, if it was
 
     def coherence(self) -> Coherence:
         """Per-step and per-edge coherence, their minimum and mean, and the weakest link."""
@@ -152,6 +153,7 @@ class Run:
             "seed": self.seed,
             "error": self.error,
             "input": self.input.model_dump(mode="json"),
+            "spec": self.spec,
             "backtracks": [b.model_dump() for b in self.backtracks],
             "edges": [e.model_dump() for e in self.edges],
             "compute": asdict(self.compute),
@@ -218,7 +220,7 @@ def read_run(stored: StoredRun, plan: CompiledPlan | None = None) -> Run:
             links.append((row.parent, name))
     return Run(record.run_id, record.plan, record.status, record.seed, task, runs,
                list(stored.backtracks), record.created_at, record.error, record.finished_at,
-               list(stored.edges), links)
+               list(stored.edges), links, record.spec)
 
 
 def _static_names(stored: StoredRun) -> list[str]:

@@ -1,104 +1,150 @@
-"""The planner: constrained graph specs from a request, errors fed back, shortlists by likeness."""
+"""The planner: graphs written node by node under constrained decoding, laid out as the
+likest example or freely, wired right by construction, errors fed back."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
-from sample_blocks import Words, blocks
+from sample_blocks import Number, Words, blocks
 
 from reasoner import Engine
 from reasoner._exceptions import InputError, PlanningError
-from reasoner.planner import draft, graph_schema, in_answer_form, plan_from_request, shortlist
+from reasoner.planner import (
+    _following,
+    draft,
+    in_answer_form,
+    next_node_schema,
+    plan_from_request,
+    shortlist,
+    stated_numbers,
+)
 from reasoner.spec import parse_spec
 from reasoner.testing import FakeEmbedder, FakeLM, fake_generators
 
-WRONG = json.dumps({"nodes": [
-    {"block": "spell", "id": "n1", "inputs": {"number": {"value": 2}}, "params": {"prefix": ""}},
-    {"block": "add", "id": "n2", "inputs": {"left": {"from": "n1"}, "right": {"value": 3}}},
-]})
-RIGHT = json.dumps({"nodes": [
-    {"block": "number", "id": "n1", "params": {"value": 2}},
-    {"block": "add", "id": "n2", "inputs": {"left": {"from": "n1"}, "right": {"value": 3}}},
-    {"block": "spell", "id": "n3", "inputs": {"number": {"from": "n2"}}, "params": {"prefix": ""}},
-]})
+END = {"block": "end"}
 
 
-def corrected_after_one_error() -> FakeLM:
-    return FakeLM(lambda prompt, seed: RIGHT if "That graph is wrong" in prompt else WRONG)
+def writing(first: Sequence[dict[str, Any]],
+            corrected: Sequence[dict[str, Any]] = ()) -> Callable[[str, int], str]:
+    """A scripted model writing `first` node by node (then the end); once an error was
+    fed back, `corrected` instead."""
+
+    def respond(prompt: str, seed: int) -> str:
+        graph = corrected if "That graph is wrong" in prompt else first
+        written = prompt.rsplit('{"nodes": [', 1)[1].count('{"block"')
+        return json.dumps(graph[written] if written < len(graph) else END)
+
+    return respond
 
 
-async def test_a_wrong_spec_goes_back_with_its_error_then_a_right_one_builds() -> None:
-    lm = corrected_after_one_error()
-    drafted = await draft("add 2 and 3 and spell it", lm, FakeEmbedder(), blocks, keep_blocks=4)
+SCALE_BY_9 = [{"block": "scale", "inputs": {"number": {"value": 21}}, "params": {"times": 9}}]
+SCALE_BY_2 = [{"block": "scale", "inputs": {"number": {"value": 21}}, "params": {"times": 2}}]
+
+
+async def test_a_wrong_graph_goes_back_with_its_error_then_a_right_one_builds() -> None:
+    lm = FakeLM(writing(SCALE_BY_9, SCALE_BY_2))
+    drafted = await draft("take 21 times 9", lm, FakeEmbedder(), blocks, keep_examples=1)
     first, second = drafted.tries
-    assert first.text == WRONG and second.error is None and drafted.calls == 2 == len(lm.calls)
-    error = "node 'n2' (add): input 'left' takes Number but node 'n1' (spell) gives Words"
-    assert error in first.error
-    assert f"{WRONG}\nThat graph is wrong: {error}" in lm.calls[1][0]
-    assert lm.calls[1][0].endswith("Request: add 2 and 3 and spell it\nGraph:")
-    assert drafted.plan.to_spec().dump() == parse_spec(json.loads(RIGHT)).dump()
+    error = "node 'n1' (scale): parameter 'times': Input should be less than or equal to 5"
+    assert error in first.error and second.error is None
+    assert drafted.calls == 2 == len(lm.calls)  # the example's layout: one node, no end call
+    assert f'"times": 9}}}}]}}\nThat graph is wrong: {error}' in lm.calls[1][0]
+    assert drafted.plan.to_spec().dump() == {"nodes": [
+        {"id": "n1", "block": "scale", "params": {"times": 2}, "inputs": {"number": {"value": 21}}}]}
     run = await Engine().run(drafted.plan, {})
-    assert run.status == "succeeded" and run.output("n3") == Words(text="number 5")
+    assert run.output("n1") == Number(value=42)
 
 
 async def test_no_valid_graph_says_what_each_answer_was_and_why_it_failed() -> None:
-    lm = FakeLM(lambda prompt, seed: WRONG)
+    lm = FakeLM(writing(SCALE_BY_9, SCALE_BY_9))
     with pytest.raises(PlanningError) as caught:
-        await draft("spell 2 and add 3", lm, FakeEmbedder(), blocks, attempts=2, keep_blocks=4)
+        await draft("take 21 times 9", lm, FakeEmbedder(), blocks, attempts=2, keep_examples=1)
     said = str(caught.value)
     assert said.startswith("no valid graph for the request after 2 answer(s):")
-    assert said.count(f"answer 1: {WRONG}") == 1 and said.count(f"answer 2: {WRONG}") == 1
-    assert said.count("rejected: node 'n2' (add): input 'left' takes Number") == 2
+    assert said.count('answer 1: {"nodes": [{"block": "scale"') == 1
+    assert said.count("rejected: node 'n1' (scale): parameter 'times'") == 2
+
+
+async def test_the_free_layout_writes_blocks_and_the_end_wired_by_type() -> None:
+    graph = [{"block": "number", "params": {"value": 2}},
+             {"block": "add", "inputs": {"left": {"from": "n1"}, "right": {"value": 3}}},
+             {"block": "spell", "inputs": {"number": {"from": "n2"}}, "params": {"prefix": ""}}]
+    lm = FakeLM(writing(graph))
+    drafted = await draft("add 2 and 3 and spell it", lm, FakeEmbedder(), blocks,
+                          layout="free", keep_blocks=4)
+    assert drafted.calls == 4  # three nodes, then the end
+    run = await Engine().run(drafted.plan, {})
+    assert run.status == "succeeded" and run.output("n3") == Words(text="number 5")
 
 
 async def test_the_shortlist_offers_the_likest_blocks_and_examples_most_alike_last() -> None:
     examples = [(text, parse_spec(spec)) for text, spec in blocks.examples]
     _, shown = await shortlist(FakeEmbedder(), "double 8", blocks, examples)
     assert [text for text, _ in shown][-1] == "double 21" and len(shown) == 3
-    offered, shown = await shortlist(FakeEmbedder(), "double 8", blocks, examples,
-                                     keep_examples=1, keep_blocks=1)
+    offered, _ = await shortlist(FakeEmbedder(), "double 8", blocks, examples,
+                                 keep_examples=1, keep_blocks=1)
     assert "scale" in offered and not {"add", "spell"} & set(offered)
-    lm = FakeLM(lambda prompt, seed: json.dumps({"nodes": [
-        {"block": "scale", "id": "n1", "inputs": {"number": {"value": 8}}, "params": {"times": 2}}]}))
+    lm = FakeLM(writing([{"block": "scale", "inputs": {"number": {"value": 8}},
+                          "params": {"times": 2}}]))
     drafted = await draft("double 8", lm, FakeEmbedder(), blocks, keep_examples=1, keep_blocks=1)
     prompt = lm.calls[0][0]
     assert "- scale (inputs number: Number; params times: int) -> Number: Multiply" in prompt
     assert "- add (" not in prompt and "Request: add 2 and 3" not in prompt
-    assert prompt.endswith('"params": {"times": 2}}]}\nRequest: double 8\nGraph:')
-    assert drafted.plan.to_spec().dump() == {"nodes": [
-        {"id": "n1", "block": "scale", "params": {"times": 2}, "inputs": {"number": {"value": 8}}}]}
+    assert prompt.endswith('{"block": "end"}]}\nRequest: double 8\nGraph: {"nodes": [')
+    assert drafted.plan.to_spec().dump()["nodes"][0]["inputs"] == {"number": {"value": 8}}
 
 
-def test_the_schema_admits_only_the_offered_blocks_and_their_typed_fields() -> None:
-    schema = graph_schema([blocks["number"], blocks["scale"]])
-    schema.model_validate_json(json.dumps({"nodes": [
-        {"block": "number", "id": "n1", "params": {"value": 3}},
-        {"block": "scale", "id": "n2", "inputs": {"number": {"from": "n1"}}, "params": {"times": 2}}]}))
-    for wrong in (
-        {"block": "add", "id": "n1", "inputs": {"left": {"from": "n2"}, "right": {"value": 1}}},
-        {"block": "number", "id": "n1", "params": {"value": "three"}},
-        {"block": "number", "id": "first", "params": {"value": 3}},
-        {"block": "number", "id": "n1", "params": {"value": 3, "extra": 1}},
-        {"block": "scale", "id": "n1", "inputs": {"number": {"from": "n1", "x": 1}},
-         "params": {"times": 2}},
-    ):
+def test_the_free_schema_wires_only_earlier_nodes_of_a_fitting_type() -> None:
+    offered = [blocks["number"], blocks["add"], blocks["spell"]]
+    first = next_node_schema(offered, [])
+    first.model_validate_json('{"block": "number", "params": {"value": 3}}')
+    for wrong in ('{"block": "end"}',  # a graph has a node
+                  '{"block": "add", "inputs": {"left": {"from": "n1"}, "right": {"value": 1}}}',
+                  '{"block": "scale", "inputs": {"number": {"value": 1}}, "params": {"times": 2}}',
+                  '{"block": "number", "params": {"value": "three"}}'):
         with pytest.raises(ValidationError):
-            schema.model_validate_json(json.dumps({"nodes": [wrong]}))
+            first.model_validate_json(wrong)
+    after_words = next_node_schema(offered, [Number, Words])
+    after_words.model_validate_json(
+        '{"block": "add", "inputs": {"left": {"from": "n1"}, "right": {"from": "n1"}}}')
+    after_words.model_validate_json('{"block": "end"}')
+    with pytest.raises(ValidationError):  # n2 gives Words, not a Number
+        after_words.model_validate_json(
+            '{"block": "add", "inputs": {"left": {"from": "n2"}, "right": {"value": 1}}}')
 
 
-def test_examples_are_shown_in_the_form_the_schema_makes_the_model_write() -> None:
-    schema = graph_schema(list(blocks.values()))
-    for _, spec in blocks.examples:
-        written = in_answer_form(parse_spec(spec), blocks)
-        schema.model_validate_json(written)
-        assert list(json.loads(written)["nodes"][0]) == sorted(json.loads(written)["nodes"][0])
+def test_whole_numbers_come_from_the_request_or_a_default() -> None:
+    assert stated_numbers("a two-paragraph story about forty-two, 17 + 5, and a stone") == {
+        2, 42, 17, 5}
+    schema = next_node_schema([blocks["scale"]], [], frozenset({7, 3}))
+    schema.model_validate_json(
+        '{"block": "scale", "inputs": {"number": {"value": 7}}, "params": {"times": 2}}')
+    with pytest.raises(ValidationError):  # 21 is not in the request
+        schema.model_validate_json(
+            '{"block": "scale", "inputs": {"number": {"value": 21}}, "params": {"times": 3}}')
+
+
+def test_every_example_is_written_as_its_layout_and_the_free_schema_allow() -> None:
+    for _, raw in blocks.examples:
+        spec = parse_spec(raw)
+        written = json.loads(in_answer_form(spec, blocks))["nodes"]
+        assert written[-1] == END and all(list(n) == sorted(n) for n in written)
+        layout = _following(spec, blocks, frozenset())
+        outputs: list[Any] = []
+        for node in written[:-1]:
+            layout(outputs).model_validate_json(json.dumps(node))
+            next_node_schema(list(blocks.values()), outputs).model_validate_json(json.dumps(node))
+            outputs.append(blocks[node["block"]].output)
+        assert layout(outputs) is None
 
 
 async def test_plan_from_request_uses_the_engines_generators() -> None:
-    engine = Engine(generators=fake_generators(lm=corrected_after_one_error()))
-    plan = await plan_from_request("add 2 and 3, then spell it", engine, blocks=blocks)
-    assert [step.block for step in plan.steps.values()] == ["number", "add", "spell"]
+    engine = Engine(generators=fake_generators(lm=FakeLM(writing(SCALE_BY_9, SCALE_BY_2))))
+    plan = await plan_from_request("take 21 times 9", engine, blocks=blocks, keep_examples=1)
+    assert [step.block for step in plan.steps.values()] == ["scale"]
     with pytest.raises(InputError, match="the request is empty"):
         await plan_from_request("  ", engine, blocks=blocks)

@@ -1,8 +1,7 @@
-"""The request router: prompts from the registry, constrained answers, re-asking."""
+"""The single-plan request router (the planner's baseline): prompts from the registry,
+constrained answers, re-asking."""
 
 from __future__ import annotations
-
-import json
 
 import pytest
 
@@ -52,22 +51,6 @@ def test_bad_examples_are_caught_when_the_plan_is_built() -> None:
 
     with pytest.raises(PlanError, match="example 'x' has an invalid input"):
         Plan("p", input=Puzzle, examples=[("x", {"numbers": [99]})])
-
-
-def test_ask_dry_run_prints_the_route(capsys, monkeypatch) -> None:  # noqa: ANN001
-    import reasoner.engine
-    from reasoner.cli import main
-    from reasoner.testing import fake_generators
-
-    lm = answering('{"plan": "morph"}', '{"source": 2, "target": 5, "frames": 6}')
-
-    def engine_with_fakes(store, device=None):  # noqa: ANN001, ANN202
-        return reasoner.engine.Engine(store, generators=fake_generators(lm=lm))
-
-    monkeypatch.setattr(reasoner.engine, "default_engine", engine_with_fakes)
-    assert main(["ask", "turn a two into a five", "--dry-run"]) == 0
-    printed = json.loads(capsys.readouterr().out)
-    assert printed == {"plan": "morph", "input": {"source": 2, "target": 5, "frames": 6}, "asked": 2}
 
 
 async def test_the_embedder_narrows_the_plans_and_the_schema() -> None:
