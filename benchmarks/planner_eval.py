@@ -127,7 +127,7 @@ async def _plan_one(case: Case, index: int, engine: Any, blocks: Blocks, attempt
         row |= {"calls": attempts, "said": str(exc).splitlines()[-1].strip()}
     else:
         got = drafted.plan.to_spec()
-        row |= {"calls": drafted.calls, "valid": True, "first": drafted.calls == 1,
+        row |= {"calls": drafted.calls, "valid": True, "first": len(drafted.tries) == 1,
                 "exact": same_graph(got, expected, blocks, values=True),
                 "shape": same_graph(got, expected, blocks, values=False),
                 "said": " ".join(f"{n.id}:{n.block}" for n in got.nodes)}

@@ -19,7 +19,7 @@ from plans.morph import Frames, MorphInput
 from plans.story import Paragraph, Story, StoryInput
 from plans.verified_digits import Digits, Problem, Solution
 from reasoner import Context, Image, checks
-from reasoner.blocks import Blocks
+from reasoner.blocks import Blocks, FromRequest
 from reasoner.plan import format_validation_error
 from reasoner.search import Budget
 
@@ -57,17 +57,20 @@ class StoryOutline(BaseModel):
 
 
 Question = Annotated[str, Field(min_length=1, max_length=2000, pattern=r"\d",
-                                description="an arithmetic word problem, its numbers in digits")]
+                                description="an arithmetic word problem, its numbers in digits"),
+                     FromRequest("sentences")]
 Expression = Annotated[str, Field(min_length=1, max_length=200,
                                   description="an arithmetic expression: numbers, + - * /, "
                                               "brackets")]
 FrameCount = Annotated[int, Field(ge=2, le=64, description="images in the sequence, "
                                                            "both ends included")]
-Topic = Annotated[str, Field(max_length=160, description="what the story is about")]
+Topic = Annotated[str, Field(max_length=160, description="what the story is about"),
+                  FromRequest("words")]
 ParagraphCount = Annotated[int, Field(ge=2, le=8, description="paragraphs, when no endings "
                                                               "are given")]
 Endings = Annotated[list[str], Field(max_length=8, description="the closing sentence of each "
-                                     "paragraph, in order: none, or 2 to 8")]
+                                     "paragraph, in order: none, or 2 to 8"),
+                    FromRequest("quoted")]
 Numbers = Annotated[list[Annotated[int, Field(ge=1, le=13)]],
                     Field(min_length=4, max_length=4, description="four whole numbers, 1 to 13")]
 Proposals = Annotated[int, Field(ge=1, le=500, description="moves the search may put forward")]

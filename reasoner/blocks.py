@@ -36,13 +36,23 @@ import types
 import typing
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, create_model
 
 from reasoner._exceptions import PlanError, UnknownPlanError
 from reasoner.plan import CTX, OUTPUT_NAMES, StepOptions, _type_hints
 from reasoner.project import PLAN_PACKAGES
+
+
+@dataclass(frozen=True)
+class FromRequest:
+    """Marks a text parameter that a request states word for word, e.g.
+    `question: Annotated[str, FromRequest("sentences")]`: the planner may write it only as
+    a span of the request (`"sentences"`: whole sentences in a row; `"words"`: up to eight
+    words in a row; `"quoted"`: a passage in quotes), never as words of its examples."""
+
+    kind: Literal["sentences", "words", "quoted"] = "words"
 
 
 def port_models(annotation: Any) -> tuple[type[BaseModel], ...]:

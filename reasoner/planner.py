@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationError, c
 from pydantic.fields import FieldInfo
 
 from reasoner._exceptions import InputError, PlanError, PlanningError
-from reasoner.blocks import Block, Blocks
+from reasoner.blocks import Block, Blocks, FromRequest
 from reasoner.plan import Plan, format_validation_error
 from reasoner.spec import GraphSpec, Wire, parse_spec
 
@@ -106,7 +106,7 @@ async def draft(request: str, lm: Any, embedder: Any, blocks: Blocks, *, seed: i
     offered, shown = await shortlist(embedder, request, blocks, examples, keep_examples,
                                      keep_blocks)
     layouts = list({_shape(spec): spec for _, spec in reversed(shown)}.values())
-    numbers = stated_numbers(request)
+    grounds = Grounds.of(request)
     tries: list[Tried] = []
     feedback = ""
     for attempt in range(attempts):
@@ -114,10 +114,10 @@ async def draft(request: str, lm: Any, embedder: Any, blocks: Blocks, *, seed: i
             like = layouts[attempt % len(layouts)]
             ordered = sorted(shown, key=lambda example: _shape(example[1]) == _shape(like))
             prompt = graph_prompt(request, blocks, offered, ordered)
-            next_node = _following(like, blocks, numbers)
+            next_node = _following(like, blocks, grounds)
         else:
             prompt = graph_prompt(request, blocks, offered, shown)
-            next_node = _choosing([blocks[name] for name in offered], numbers)
+            next_node = _choosing([blocks[name] for name in offered], grounds)
         tried = await _answer(lm, prompt + feedback, next_node, blocks, greedy=attempt == 0,
                               seed=seed * 1000 + attempt)
         tries.append(tried)
@@ -218,19 +218,47 @@ def _lengths(info: FieldInfo) -> Any:
     return Field(..., **kept) if kept and typing.get_origin(_plain(info.annotation)) is list else ...
 
 
-def _grounded(annotation: Any, numbers: frozenset[int], default: Any = None) -> Any:
-    """The type a value is written in: a whole number (alone or in a list) is one that the
-    request states, or the parameter's default, so that values come from the request and
-    not from the examples. Without stated numbers, any."""
+@dataclass(frozen=True)
+class Grounds:
+    """What values the request states: its whole numbers, and its spans of text by kind."""
+
+    numbers: frozenset[int]
+    spans: dict[str, tuple[str, ...]]
+
+    @classmethod
+    def of(cls, request: str) -> Grounds:
+        sentences = [s for s in re.split(r"(?<=[.!?:;])\s+", request.strip()) if s]
+        runs = [" ".join(sentences[i:j]) for i in range(len(sentences))
+                for j in range(i + 1, len(sentences) + 1)]
+        words = request.split()
+        phrases = {" ".join(words[i:j]).strip(".,;:!?\"'") for i in range(len(words))
+                   for j in range(i + 1, min(i + 8, len(words)) + 1)}
+        quoted = [a or b for a, b in re.findall(r"'([^']+)'|\"([^\"]+)\"", request)]
+        return cls(stated_numbers(request), {
+            "sentences": tuple(dict.fromkeys(runs)),
+            "words": tuple(sorted(p for p in phrases if p)),
+            "quoted": tuple(dict.fromkeys(quoted))})
+
+
+def _grounded(annotation: Any, grounds: Grounds, default: Any = None,
+              metadata: Sequence[Any] = ()) -> Any:
+    """The type a value is written in, so that values come from the request and not from
+    the examples: a whole number (alone or in a list) is one the request states, or the
+    parameter's default; a `FromRequest` text is one of the request's spans of its kind,
+    or its default. Where the request states none, any."""
     plain = _plain(annotation)
-    if not numbers:
+    item = typing.get_args(plain)[0] if typing.get_origin(plain) is list else plain
+    marked = next((m for m in metadata if isinstance(m, FromRequest)), None)
+    if item is int and grounds.numbers:
+        allowed: tuple[Any, ...] = tuple(sorted(grounds.numbers | (
+            {default} if type(default) is int else set())))
+    elif item is str and marked is not None and grounds.spans[marked.kind]:
+        allowed = grounds.spans[marked.kind] + (
+            (default,) if isinstance(default, str) and default not in
+            grounds.spans[marked.kind] else ())
+    else:
         return plain
-    if plain is int:
-        extra = {default} if type(default) is int else set()
-        return Literal[tuple(sorted(numbers | extra))]
-    if typing.get_origin(plain) is list and typing.get_args(plain) == (int,):
-        return list[Literal[tuple(sorted(numbers))]]  # type: ignore[misc]
-    return plain
+    return list[Literal[allowed]] if item is not plain else Literal[allowed]  # type: ignore[misc,valid-type]
 
 
 _UNITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
@@ -242,6 +270,9 @@ _NUMBER = re.compile(rf"\d+|\b(?:(?:{'|'.join(_TENS)})(?:[- ](?:{'|'.join(_UNITS
                      rf"|{'|'.join(sorted(_UNITS, key=len, reverse=True))})\b", re.IGNORECASE)
 
 
+NO_GROUNDS = Grounds(frozenset(), {"sentences": (), "words": (), "quoted": ()})
+
+
 def stated_numbers(request: str) -> frozenset[int]:
     """The whole numbers a request states, in digits or in words up to ninety-nine."""
     found = set()
@@ -251,14 +282,14 @@ def stated_numbers(request: str) -> frozenset[int]:
     return frozenset(found)
 
 
-def _literal_model(model: type[BaseModel], numbers: frozenset[int]) -> type[BaseModel] | None:
+def _literal_model(model: type[BaseModel], grounds: Grounds) -> type[BaseModel] | None:
     """What a literal value of an input may hold in the schema: its required scalar fields,
     or None when a value cannot be written in JSON by hand (images, nested models)."""
     plain = {name: _plain(info.annotation) for name, info in model.model_fields.items()
              if info.is_required()}
     if not plain or any(annotation not in SCALARS for annotation in plain.values()):
         return None
-    fields = {name: (_grounded(annotation, numbers), ...) for name, annotation in plain.items()}
+    fields = {name: (_grounded(annotation, grounds), ...) for name, annotation in plain.items()}
     return create_model(f"{model.__name__}Value", __config__=ConfigDict(extra="forbid"),
                         **fields)  # type: ignore[call-overload]
 
@@ -279,7 +310,7 @@ def _wire(sources: tuple[str, ...]) -> type[BaseModel]:
 
 
 def _node_model(block: Block, choices: dict[str, list[Any]],
-                numbers: frozenset[int]) -> type[BaseModel] | None:
+                grounds: Grounds) -> type[BaseModel] | None:
     """What a node of `block` may be, each input one of its `choices` (wires, literal
     models, None), or None when an input has none. Fields are in alphabetical order, the
     order constrained decoding writes them in; every input and parameter is written out,
@@ -294,48 +325,48 @@ def _node_model(block: Block, choices: dict[str, list[Any]],
         fields["inputs"] = (create_model(f"{title}Inputs", __config__=ConfigDict(extra="forbid"),
                                          **ports), ...)
     if block.params.model_fields:
-        params = {name: (_grounded(info.annotation, numbers, info.default), _lengths(info))
+        params = {name: (_grounded(info.annotation, grounds, info.default, info.metadata),
+                         _lengths(info))
                   for name, info in block.params.model_fields.items()}
         fields["params"] = (create_model(f"{title}Params", __config__=ConfigDict(extra="forbid"),
                                          **params), ...)
     return create_model(f"{title}Node", __config__=ConfigDict(extra="forbid"), **fields)
 
 
-def _literals(block: Block, name: str, numbers: frozenset[int]) -> list[Any]:
+def _literals(block: Block, name: str, grounds: Grounds) -> list[Any]:
     """The literal forms an input may take, and null when it is optional."""
-    found: list[Any] = [m for m in (_literal_model(model, numbers) for model in block.inputs[name])
+    found: list[Any] = [m for m in (_literal_model(model, grounds) for model in block.inputs[name])
                         if m is not None]
     return found + ([type(None)] if name not in block.required else [])
 
 
 def next_node_schema(offered: Sequence[Block], outputs: Sequence[type[BaseModel]],
-                     numbers: frozenset[int] = frozenset()) -> type[BaseModel]:
+                     grounds: Grounds = NO_GROUNDS) -> type[BaseModel]:
     """What the node after nodes giving `outputs` (n1, n2, ...) may be: an offered block
     whose every input is wired from an earlier node of a fitting type or given as a
     value, or (after the first node) the end. So every graph written is wired right by
-    construction: no unknown node, no type mismatch, no cycle. With `numbers`, a whole
-    number the model writes is one of them or its parameter's default (see `_grounded`)."""
+    construction: no unknown node, no type mismatch, no cycle. With `grounds`, the values
+    the model writes are the request's (see `_grounded`)."""
     options: list[Any] = []
     for block in offered:
         choices = {}
         for name, models in block.inputs.items():
             sources = tuple(f"n{i + 1}" for i, out in enumerate(outputs)
                             if any(issubclass(out, model) for model in models))
-            choices[name] = ([_wire(sources)] if sources else []) + _literals(block, name,
-                                                                               numbers)
-        if (model := _node_model(block, choices, numbers)) is not None:
+            choices[name] = ([_wire(sources)] if sources else []) + _literals(block, name, grounds)
+        if (model := _node_model(block, choices, grounds)) is not None:
             options.append(model)
     if outputs:
         options.append(_End)
     return RootModel[typing.Union[tuple(options)]]  # type: ignore[misc]  # noqa: UP007
 
 
-def _choosing(offered: Sequence[Block], numbers: frozenset[int]) -> NextNode:
+def _choosing(offered: Sequence[Block], grounds: Grounds) -> NextNode:
     """The free layout: any offered block that can be wired next, or the end."""
-    return lambda outputs: next_node_schema(offered, outputs, numbers)
+    return lambda outputs: next_node_schema(offered, outputs, grounds)
 
 
-def _following(spec: GraphSpec, blocks: Blocks, numbers: frozenset[int]) -> NextNode:
+def _following(spec: GraphSpec, blocks: Blocks, grounds: Grounds) -> NextNode:
     """The layout of an example: node k is its node k's block, each input wired from the
     same earlier node or given as a value where the example's is; only the values and
     parameters are the model's to write."""
@@ -350,9 +381,9 @@ def _following(spec: GraphSpec, blocks: Blocks, numbers: frozenset[int]) -> Next
         for name in block.inputs:
             given = node.inputs.get(name)
             choices[name] = ([_wire((position[given.node],))] if isinstance(given, Wire) else
-                             _literals(block, name, numbers) if given is not None
+                             _literals(block, name, grounds) if given is not None
                              else [type(None)])
-        return RootModel[_node_model(block, choices, numbers)]  # type: ignore[misc]
+        return RootModel[_node_model(block, choices, grounds)]  # type: ignore[misc]
 
     return next_node
 

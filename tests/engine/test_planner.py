@@ -14,6 +14,8 @@ from sample_blocks import Number, Words, blocks
 from reasoner import Engine
 from reasoner._exceptions import InputError, PlanningError
 from reasoner.planner import (
+    NO_GROUNDS,
+    Grounds,
     _following,
     draft,
     in_answer_form,
@@ -117,10 +119,27 @@ def test_the_free_schema_wires_only_earlier_nodes_of_a_fitting_type() -> None:
             '{"block": "add", "inputs": {"left": {"from": "n2"}, "right": {"value": 1}}}')
 
 
+def test_text_marked_from_the_request_is_one_of_its_spans() -> None:
+    from plans.blocks import blocks as project
+
+    request = "Sam had 9 figs and ate 4. How many are left? Then a story about a wet dog."
+    schema = next_node_schema([project["solve-word-problem"], project["outline-story"]], [],
+                              Grounds.of(request))
+    schema.model_validate_json('{"block": "solve-word-problem", "params": {"question": '
+                               '"Sam had 9 figs and ate 4. How many are left?"}}')
+    schema.model_validate_json('{"block": "outline-story", "inputs": {"about": null}, "params": '
+                               '{"topic": "a wet dog", "paragraphs": 3, "endings": []}}')
+    for wrong in ('{"block": "solve-word-problem", "params": {"question": "Sam had 9 figs."}}',
+                  '{"block": "outline-story", "inputs": {"about": null}, "params": '
+                  '{"topic": "a dry cat", "paragraphs": 3, "endings": []}}'):
+        with pytest.raises(ValidationError):
+            schema.model_validate_json(wrong)
+
+
 def test_whole_numbers_come_from_the_request_or_a_default() -> None:
     assert stated_numbers("a two-paragraph story about forty-two, 17 + 5, and a stone") == {
         2, 42, 17, 5}
-    schema = next_node_schema([blocks["scale"]], [], frozenset({7, 3}))
+    schema = next_node_schema([blocks["scale"]], [], Grounds.of("scale 7 by 3"))
     schema.model_validate_json(
         '{"block": "scale", "inputs": {"number": {"value": 7}}, "params": {"times": 2}}')
     with pytest.raises(ValidationError):  # 21 is not in the request
@@ -133,7 +152,7 @@ def test_every_example_is_written_as_its_layout_and_the_free_schema_allow() -> N
         spec = parse_spec(raw)
         written = json.loads(in_answer_form(spec, blocks))["nodes"]
         assert written[-1] == END and all(list(n) == sorted(n) for n in written)
-        layout = _following(spec, blocks, frozenset())
+        layout = _following(spec, blocks, NO_GROUNDS)
         outputs: list[Any] = []
         for node in written[:-1]:
             layout(outputs).model_validate_json(json.dumps(node))
