@@ -29,7 +29,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationError, create_model
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    RootModel,
+    TypeAdapter,
+    ValidationError,
+    create_model,
+)
 from pydantic.fields import FieldInfo
 
 from reasoner._exceptions import InputError, PlanError, PlanningError
@@ -240,23 +248,36 @@ class Grounds:
             "quoted": tuple(dict.fromkeys(quoted))})
 
 
+def _fits(adapter: TypeAdapter[Any] | None, value: str) -> bool:
+    """Whether the parameter would take `value` (a span it would refuse is not offered)."""
+    if adapter is None:
+        return True
+    try:
+        adapter.validate_python(value)
+    except ValidationError:
+        return False
+    return True
+
+
 def _grounded(annotation: Any, grounds: Grounds, default: Any = None,
               metadata: Sequence[Any] = ()) -> Any:
     """The type a value is written in, so that values come from the request and not from
     the examples: a whole number (alone or in a list) is one the request states, or the
-    parameter's default; a `FromRequest` text is one of the request's spans of its kind,
-    or its default. Where the request states none, any."""
+    parameter's default; a `FromRequest` text is one of the request's spans of its kind
+    that the parameter takes, or its default. Where there is none of these, any."""
     plain = _plain(annotation)
     item = typing.get_args(plain)[0] if typing.get_origin(plain) is list else plain
     marked = next((m for m in metadata if isinstance(m, FromRequest)), None)
-    if item is int and grounds.numbers:
+    if item is int:
         allowed: tuple[Any, ...] = tuple(sorted(grounds.numbers | (
             {default} if type(default) is int else set())))
-    elif item is str and marked is not None and grounds.spans[marked.kind]:
-        allowed = grounds.spans[marked.kind] + (
-            (default,) if isinstance(default, str) and default not in
-            grounds.spans[marked.kind] else ())
+    elif item is str and marked is not None:
+        fits = TypeAdapter(typing.Annotated[str, *metadata]) if item is plain else None
+        allowed = tuple(span for span in grounds.spans[marked.kind] if _fits(fits, span)) + (
+            (default,) if isinstance(default, str) else ())
     else:
+        return plain
+    if not allowed:
         return plain
     return list[Literal[allowed]] if item is not plain else Literal[allowed]  # type: ignore[misc,valid-type]
 

@@ -70,7 +70,7 @@ blocks.example("add 2 and 3", [
 blocks.example("double 21", [
     {"id": "n1", "block": "scale", "inputs": {"number": {"value": 21}}},
 ])
-blocks.example("spell 7 tripled", [
+blocks.example("spell 7 times 3", [
     {"id": "n1", "block": "scale", "inputs": {"number": {"value": 7}}, "params": {"times": 3}},
     {"id": "n2", "block": "spell", "inputs": {"number": {"from": "n1"}}},
 ])

@@ -14,7 +14,6 @@ from sample_blocks import Number, Words, blocks
 from reasoner import Engine
 from reasoner._exceptions import InputError, PlanningError
 from reasoner.planner import (
-    NO_GROUNDS,
     Grounds,
     _following,
     draft,
@@ -147,18 +146,24 @@ def test_whole_numbers_come_from_the_request_or_a_default() -> None:
             '{"block": "scale", "inputs": {"number": {"value": 21}}, "params": {"times": 3}}')
 
 
-def test_every_example_is_written_as_its_layout_and_the_free_schema_allow() -> None:
-    for _, raw in blocks.examples:
+@pytest.mark.parametrize("registry", ["sample", "project"])
+def test_every_example_is_written_as_its_layout_and_the_free_schema_allow(registry: str) -> None:
+    """Under its own request's grounds: every value of an example comes from its request."""
+    from plans.blocks import blocks as project
+
+    chosen = blocks if registry == "sample" else project
+    for request, raw in chosen.examples:
         spec = parse_spec(raw)
-        written = json.loads(in_answer_form(spec, blocks))["nodes"]
+        written = json.loads(in_answer_form(spec, chosen))["nodes"]
         assert written[-1] == END and all(list(n) == sorted(n) for n in written)
-        layout = _following(spec, blocks, NO_GROUNDS)
+        layout = _following(spec, chosen, Grounds.of(request))
         outputs: list[Any] = []
         for node in written[:-1]:
             layout(outputs).model_validate_json(json.dumps(node))
-            next_node_schema(list(blocks.values()), outputs).model_validate_json(json.dumps(node))
-            outputs.append(blocks[node["block"]].output)
-        assert layout(outputs) is None
+            next_node_schema(list(chosen.values()), outputs,
+                             Grounds.of(request)).model_validate_json(json.dumps(node))
+            outputs.append(chosen[node["block"]].output)
+        assert layout(outputs) is None, request
 
 
 async def test_plan_from_request_uses_the_engines_generators() -> None:

@@ -189,3 +189,32 @@ async def test_default_engine_events_carry_the_hosts_batches() -> None:
     models = {batch["model"] for batch in batches}
     assert {"gan", "classifier", "vae"} <= models
     assert all(batch["size"] >= 1 and batch["forward_s"] > 0 for batch in batches)
+
+
+async def test_the_planner_draws_a_number_with_one_block(reasoner_models: dict[str, Any]) -> None:
+    """The likest example's layout is one draw-number node; the model writes the number
+    the request states, and the graph runs (the GAN's first two drawings misread)."""
+    from reasoner.blocks import known_blocks
+    from reasoner.planner import draft
+
+    drafted = await draft("draw the number 2025 by hand", reasoner_models["lm"],
+                          reasoner_models["embedder"], known_blocks())
+    assert drafted.calls == 1 and drafted.plan.to_spec().dump() == {"nodes": [
+        {"id": "n1", "block": "draw-number", "inputs": {"number": {"value": 2025}}}]}
+    run = await Engine(None, generators=reasoner_models).run(drafted.plan, {})
+    assert run.status == "succeeded" and run.output("n1").labels == [2, 0, 2, 5]
+    assert [a.status for a in run.steps["n1"].attempts] == ["failed", "failed", "succeeded"]
+
+
+async def test_the_planner_chains_a_drawing_into_a_reading(reasoner_models: dict[str, Any]) -> None:
+    from reasoner.blocks import known_blocks
+    from reasoner.planner import draft
+
+    drafted = await draft("handwrite 305 and let the classifier read it back",
+                          reasoner_models["lm"], reasoner_models["embedder"], known_blocks())
+    assert drafted.calls == 2 and drafted.plan.to_spec().dump() == {"nodes": [
+        {"id": "n1", "block": "draw-number", "inputs": {"number": {"value": 305}}},
+        {"id": "n2", "block": "read-digits", "inputs": {"drawing": {"from": "n1"}}}]}
+    run = await Engine(None, generators=reasoner_models).run(drafted.plan, {})
+    assert run.status == "succeeded"
+    assert run.output("n2").reasoning == "read 3 (p=0.99), 0 (p=0.99), 5 (p=0.99)"
