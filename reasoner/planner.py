@@ -275,6 +275,8 @@ def _grounded(annotation: Any, grounds: Grounds, default: Any = None,
         fits = TypeAdapter(typing.Annotated[str, *metadata]) if item is plain else None
         allowed = tuple(span for span in grounds.spans[marked.kind] if _fits(fits, span)) + (
             (default,) if isinstance(default, str) else ())
+        if not allowed and default == []:  # the request quotes nothing: no endings
+            return typing.Annotated[plain, Field(max_length=0)]
     else:
         return plain
     if not allowed:

@@ -111,6 +111,7 @@ def graph_svg(run: Run, coherence: Coherence) -> str:
         if edge is not None:
             parts.append(f'<text x="{(x1 + x2) / 2 + 4:.0f}" y="{(y1 + NODE_H + y2) / 2:.0f}" '
                          f'font-size="11" fill="#57606a">{edge.metric} {edge.score:.2f}</text>')
+    blocks = {node["id"]: node["block"] for node in (run.spec or {}).get("nodes", [])}
     for name, step in run.steps.items():
         x, y = centre(name)
         score = scores.get(name)
@@ -118,6 +119,7 @@ def graph_svg(run: Run, coherence: Coherence) -> str:
         detail = step.status + (f" · {score:.2f}" if score is not None else "")
         if step.confidence is not None:
             detail += f" · {step.confidence:.0%} agree"
+        shown = blocks.get(name, detail)  # a spec node: its block (the colour says the rest)
         parts.append(
             f'<g class="node" data-step="{escape(name)}" data-status="{step.status}">'
             f'<title>{escape(name)}: {detail}</title>'
@@ -126,7 +128,7 @@ def graph_svg(run: Run, coherence: Coherence) -> str:
             f'<text x="{x:.0f}" y="{y + 18:.0f}" text-anchor="middle" font-size="13" '
             f'fill="white">{escape(label)}</text>'
             f'<text x="{x:.0f}" y="{y + 35:.0f}" text-anchor="middle" font-size="11" '
-            f'fill="white">{escape(detail)}</text></g>'
+            f'fill="white">{escape(shown)}</text></g>'
         )
     parts.append("</svg>")
     return "".join(parts)
