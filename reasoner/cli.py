@@ -72,14 +72,15 @@ def _parser() -> argparse.ArgumentParser:
                           "machine) or its address, e.g. ray://head:10001")
     run.add_argument("--workers", type=int, help="Ray worker actors (default: one per node)")
 
-    ask = with_store(sub.add_parser(
-        "ask", help="let the language model plan a graph of blocks for a request, and run it"))
+    ask = with_store(sub.add_parser("ask", help="plan a graph of blocks for a request, run it"))
     ask.add_argument("request", help='what you want, e.g. "work out 3 + 4 and draw it"')
     ask.add_argument("--dry-run", action="store_true",
                      help="print the graph spec as JSON and the graph as mermaid, run nothing")
     ask.add_argument("--attempts", type=int, default=3,
                      help="answers the model may give, each rejected one shown its error "
                           "(default 3)")
+    ask.add_argument("--blocks", action="append", default=[], metavar="MODULE",
+                     help="also plan with the blocks this module registers (repeatable)")
     ask.add_argument("--seed", type=int, default=0)
     ask.add_argument("--json", action="store_true")
     ask.add_argument("--device")
@@ -289,12 +290,13 @@ def _ask(args: argparse.Namespace) -> int:
     result: list[tuple[Run, Plan]] = []
 
     async def go() -> None:
-        from reasoner.blocks import known_blocks
+        from reasoner.blocks import Blocks, known_blocks, load_blocks
         from reasoner.planner import draft
 
+        blocks = Blocks(known_blocks(), load_blocks(*args.blocks))
         async with _engine(args, tracker, None if args.dry_run else args.store) as engine:
             drafted = await draft(args.request, engine.generators["lm"],
-                                  engine.generators["embedder"], known_blocks(),
+                                  engine.generators["embedder"], blocks,
                                   seed=args.seed, attempts=args.attempts)
             for i, tried in enumerate(drafted.tries[:-1]):
                 print(f"answer {i + 1} rejected: {tried.error}", file=sys.stderr)

@@ -2,21 +2,23 @@
 
 (Not `Plan.planner`, which adds a plan's own steps for one input.)
 
-1. Shortlist: the sentence embedder finds the examples most like the request
-   and the blocks whose descriptions are; the blocks of those examples and the
-   likeliest blocks are the only ones offered, so the prompt stays short.
-2. Prompt: the shortlisted blocks (inputs, parameters, output, description),
-   then the likest examples as request/graph pairs, the most alike last, then
-   the request.
-3. The model writes the graph under constrained decoding: a JSON schema built
-   from the shortlisted blocks, where a node's `block` is one of their names and
-   its `inputs` and `params` are exactly that block's, typed.
-4. The graph is built (`Plan.from_spec`); a spec that does not build goes back
-   to the model with the error, up to `attempts` answers in all. When none
-   builds, `PlanningError` lists every answer and why it failed.
+1. Shortlist: the sentence embedder ranks the blocks' example graphs by likeness to the
+   request; the blocks of the likest examples and the blocks whose descriptions are likest
+   are the ones offered, so the prompt stays short.
+2. Prompt: the offered blocks (inputs, parameters, output, description), the likest
+   examples as request/graph pairs, the most alike last, then the request.
+3. The model writes the graph node by node, one constrained call per node, under a JSON
+   schema that admits only what is valid at that point: the block of the likest example's
+   node there (`layout="examples"`), or any offered block whose inputs can be wired there,
+   or the end (`layout="free"`); inputs wired only from earlier nodes of a fitting output
+   type; parameters of their declared types; values grounded in the request (`Grounds`).
+   So a graph is wired right by construction.
+4. The graph is built (`Plan.from_spec`); one that does not build (a value out of range)
+   goes back to the model with its error and the next example's layout, up to `attempts`
+   answers. When none builds, `PlanningError` lists every answer and why it failed.
 
-The model's reply is data: it is parsed as JSON and built from registered
-blocks, never run as code.
+The model's reply is data: each node is parsed as JSON and built from registered blocks,
+never run as code.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import re
 import types
 import typing
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import (
@@ -68,8 +70,6 @@ class Drafted:
 
     plan: Plan
     tries: list[Tried]
-    shortlist: list[str]  # the blocks the model could choose from
-    examples: list[str] = field(default_factory=list)  # the requests shown as examples
 
     @property
     def calls(self) -> int:
@@ -135,7 +135,7 @@ async def draft(request: str, lm: Any, embedder: Any, blocks: Blocks, *, seed: i
             except PlanError as exc:
                 tried.error = str(exc)
             else:
-                return Drafted(plan, tries, offered, [text for text, _ in shown])
+                return Drafted(plan, tries)
         feedback = (f" {tried.text}\nThat graph is wrong: {tried.error}\n"
                     f"Request: {request}\nGraph:")
     said = "\n".join(f"  answer {i + 1}: {t.text or '(none)'}\n    rejected: {t.error}"

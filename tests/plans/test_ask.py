@@ -105,3 +105,19 @@ def test_a_bad_spec_file_is_a_usage_error_naming_the_node(capsys, tmp_path: Path
 def test_a_plan_that_takes_an_input_still_needs_one(capsys) -> None:  # noqa: ANN001
     assert main(["run", "morph"]) == 2
     assert capsys.readouterr().err == "error: plan 'morph' needs --input\n"
+
+
+def test_ask_plans_with_a_users_own_blocks_too(fakes: None, capsys, monkeypatch) -> None:  # noqa: ANN001
+    import reasoner.engine
+
+    scale = [{"block": "scale", "inputs": {"number": {"value": 21}}, "params": {"times": 2}}]
+
+    def engine_with_fakes(store, device=None):  # noqa: ANN001, ANN202
+        return reasoner.engine.Engine(store, generators=fake_generators(lm=writing(scale)))
+
+    monkeypatch.setattr(reasoner.engine, "default_engine", engine_with_fakes)
+    monkeypatch.syspath_prepend(str(Path(__file__).parents[1] / "engine"))  # sample_blocks
+    assert main(["ask", "double 21", "--dry-run", "--blocks", "sample_blocks"]) == 0
+    assert json.loads(capsys.readouterr().out.split("\n", 1)[0])["nodes"][0]["block"] == "scale"
+    assert main(["ask", "double 21", "--dry-run", "--blocks", "no_such_module"]) == 2
+    assert "cannot import the blocks of module 'no_such_module'" in capsys.readouterr().err
