@@ -106,22 +106,25 @@ def _twenty_four(r: random.Random, i: int) -> tuple[str, list[dict[str, Any]]]:
     return request, [node("n1", "solve-24", {"numbers": numbers})]
 
 
-def _draw_read(r: random.Random, i: int) -> tuple[str, list[dict[str, Any]]]:
-    n = r.randint(10, 999)
-    request = [f"Draw {n}, then let the classifier say which number it sees.",
-               f"Write {n} by hand, then have the classifier read the digits.",
-               f"Handwrite the number {n} and check what it reads as."][i]
-    return request, [node("n1", "draw-number", number={"value": n}),
-                     node("n2", "read-digits", drawing="n1")]
+def _draw_then(block: str, port: str, top: int, phrasings: list[str]) -> Shape:
+    """A number drawn, then read back or harmonized: `block` takes the drawing at `port`."""
+
+    def make(r: random.Random, i: int) -> tuple[str, list[dict[str, Any]]]:
+        n = r.randint(10, top)
+        return phrasings[i].format(n=n), [node("n1", "draw-number", number={"value": n}),
+                                          node("n2", block, **{port: "n1"})]
+
+    return make
 
 
-def _draw_harmonize(r: random.Random, i: int) -> tuple[str, list[dict[str, Any]]]:
-    n = r.randint(10, 9999)
-    request = [f"Draw {n} so that every digit shares one style.",
-               f"Handwrite {n} and make its digits look consistent with the VAE.",
-               f"Draw the number {n}, then harmonize its digits."][i]
-    return request, [node("n1", "draw-number", number={"value": n}),
-                     node("n2", "harmonize-digits", digits="n1")]
+_draw_read = _draw_then("read-digits", "drawing", 999, [
+    "Draw {n}, then let the classifier say which number it sees.",
+    "Write {n} by hand, then have the classifier read the digits.",
+    "Handwrite the number {n} and check what it reads as."])
+_draw_harmonize = _draw_then("harmonize-digits", "digits", 9999, [
+    "Draw {n} so that every digit shares one style.",
+    "Handwrite {n} and make its digits look consistent with the VAE.",
+    "Draw the number {n}, then harmonize its digits."])
 
 
 def _story(r: random.Random, i: int) -> tuple[str, list[dict[str, Any]]]:

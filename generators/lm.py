@@ -38,6 +38,7 @@ import secrets
 import shutil
 import tempfile
 import time
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +54,7 @@ CACHE_ENV = "REASONER_CACHE"
 # JSON whitespace the constrained decoder may emit; outlines' default allows unbounded runs
 # of whitespace, which a small model can fall into until its token budget is spent.
 JSON_WHITESPACE = r"[ ]?"
+INDEXES = 64  # constrained-decoding indexes kept, least recently used dropped first
 SCORE_CHUNK = 16
 
 
@@ -263,7 +265,7 @@ class LanguageModel:
     device: torch.device
     eos_ids: frozenset[int]
     _outlines: Any = None
-    _indexes: dict[tuple[str, str], Any] = field(default_factory=dict)
+    _indexes: OrderedDict[tuple[str, str], Any] = field(default_factory=OrderedDict)  # LRU
 
     @functools.cached_property
     def _special_ids(self) -> frozenset[int]:
@@ -386,7 +388,8 @@ class LanguageModel:
         """A fresh outlines logits processor for the request's schema or regex, if any.
 
         The index (the regex compiled against the whole vocabulary, the costly part) is
-        built once per schema or regex and shared by every request that uses it.
+        built once per schema or regex and shared by every request that uses it; the
+        INDEXES most recently used are kept.
         """
         import outlines
         from outlines.backends.outlines_core import (
@@ -400,7 +403,9 @@ class LanguageModel:
             key = ("regex", req.regex)
         else:
             return None
-        if key not in self._indexes:
+        if key in self._indexes:
+            self._indexes.move_to_end(key)
+        else:
             if self._outlines is None:
                 self._outlines = OutlinesCoreBackend(
                     outlines.from_transformers(self.model, self.tokenizer)
@@ -412,6 +417,8 @@ class LanguageModel:
                 else self._outlines.get_regex_logits_processor(spec)
             )
             self._indexes[key] = processor.index
+            if len(self._indexes) > INDEXES:  # a planner's schemas differ per request: bounded
+                self._indexes.popitem(last=False)
         return OutlinesCoreLogitsProcessor(self._indexes[key], "torch")
 
     def _next_tokens(self, logits: torch.Tensor, rows: Sequence[_Row]) -> list[int]:

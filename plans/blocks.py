@@ -281,7 +281,6 @@ blocks.example("play the 24 game with 1, 2, 3 and 4, at most 40 moves", [
 blocks.example("outline a four-paragraph story about a robot learning to paint", [
     {"id": "n1", "block": "outline-story",
      "params": {"topic": "a robot learning to paint", "paragraphs": 4}}])
-
 blocks.example("how much is 48 divided by 6?", [
     {"id": "n1", "block": "evaluate-expression", "params": {"expression": "48 / 6"}}])
 blocks.example("calculate 7 * (3 + 5) for me", [

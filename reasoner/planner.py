@@ -131,7 +131,7 @@ async def draft(request: str, lm: Any, embedder: Any, blocks: Blocks, *, seed: i
         tries.append(tried)
         if tried.error is None:
             try:
-                plan = Plan.from_spec(from_answer(tried.text), blocks)
+                plan = Plan.from_spec(_spec_of(tried.text), blocks)
             except PlanError as exc:
                 tried.error = str(exc)
             else:
@@ -439,20 +439,15 @@ def in_answer_form(spec: GraphSpec, blocks: Blocks) -> str:
     return json.dumps({"nodes": [*nodes, {"block": END}]})
 
 
-def from_answer(text: str) -> dict[str, Any]:
-    """The spec in a model's answer: nodes named n1, n2, ... by position, null (left out)
-    inputs dropped."""
-    try:
-        graph = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise PlanError(f"the answer is not JSON: {exc}") from None
-    nodes = graph.get("nodes") if isinstance(graph, dict) else None
-    for i, node in enumerate(nodes if isinstance(nodes, list) else []):
-        if isinstance(node, dict):
-            node["id"] = f"n{i + 1}"
-            if isinstance(node.get("inputs"), dict):
-                node["inputs"] = {k: v for k, v in node["inputs"].items() if v is not None}
-    return graph
+def _spec_of(answer: str) -> dict[str, Any]:
+    """The spec of an answer (written by `_answer` from nodes its schemas validated): nodes
+    named n1, n2, ... by position, inputs left out as null dropped."""
+    nodes = json.loads(answer)["nodes"]
+    for i, node in enumerate(nodes):
+        node["id"] = f"n{i + 1}"
+        if "inputs" in node:
+            node["inputs"] = {k: v for k, v in node["inputs"].items() if v is not None}
+    return {"nodes": nodes}
 
 
 # ------------------------------------------------------------------ the prompt

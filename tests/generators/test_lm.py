@@ -403,3 +403,16 @@ async def test_a_sampled_step_sends_its_samples_as_one_batch_and_counts_their_to
     spent = step.compute
     assert spent.calls == {"lm": 4} and 4 <= spent.generated_tokens <= 12
     assert spent.prompt_tokens > 4 * 10
+
+
+def test_constraint_indexes_are_kept_least_recently_used_first_out(
+    language_model: LanguageModel, monkeypatch
+):
+    """A planner builds a schema per request: the indexes a host keeps are bounded."""
+    monkeypatch.setattr(lm_module, "INDEXES", 2)
+    monkeypatch.setattr(language_model, "_indexes", type(language_model._indexes)())
+    for regex in ("a+", "b+", "a+", "c+"):  # a+ used again before c+ arrives: b+ goes
+        language_model._constraint(request("x", regex=regex))
+    assert [spec for _, spec in language_model._indexes] == ["a+", "c+"]
+    out = language_model.generate([request("Say b.", regex="b+", max_new_tokens=3)])
+    assert re.fullmatch("b+", out[0].text)  # rebuilt when asked for again
