@@ -429,13 +429,13 @@ class DecodeLoop(_ClosedOnExit):
         while True:
             self._queue = [item for item in self._queue if not item.future.done()]
             if not self._running:
-                self._rows_cap = self._max_rows
                 if not self._queue:
+                    self._rows_cap = self._max_rows  # idle: a failed step is forgotten
                     self._wake.clear()
                     await self._wake.wait()
                     continue
                 deadline = self._queue[0].queued_at + self._max_wait_s
-                if len(self._queue) < self._max_rows and time.monotonic() < deadline:
+                if len(self._queue) < self._rows_cap and time.monotonic() < deadline:
                     self._wake.clear()
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(deadline - time.monotonic()):
@@ -444,7 +444,9 @@ class DecodeLoop(_ClosedOnExit):
             room = max(0, self._rows_cap - len(self._running))
             admitted, self._queue = self._queue[:room], self._queue[room:]
             try:
-                done, records = await loop.run_in_executor(self._executor, self._tick, admitted)
+                done, records, again = await loop.run_in_executor(
+                    self._executor, self._tick, admitted
+                )
             except BaseException as exc:
                 error = (HostClosed("closed while the decode loop ran")
                          if isinstance(exc, asyncio.CancelledError)
@@ -452,6 +454,7 @@ class DecodeLoop(_ClosedOnExit):
                 self._queue[:0] = admitted
                 self._fail_all(error)
                 raise
+            self._queue[:0] = again
             for item, value, failure in done:
                 if not item.future.done():
                     if failure is None:
@@ -462,10 +465,11 @@ class DecodeLoop(_ClosedOnExit):
                 if self._on_record is not None:
                     self._on_record(record)
 
-    def _tick(
-        self, admitted: list[_Pending]
-    ) -> tuple[list[tuple[_Pending, Any, BaseException | None]], list[BatchRecord]]:
-        """In the device thread: admit, step once, return the finished requests and records."""
+    def _tick(self, admitted: list[_Pending]) -> tuple[
+        list[tuple[_Pending, Any, BaseException | None]], list[BatchRecord], list[_Pending]
+    ]:
+        """In the device thread: admit, step once; returns the finished requests, the records
+        of groups that have all left, and the requests to queue again (a failed step)."""
         if self._stepper is None:
             self._stepper = self._start()
         stepper = self._stepper
@@ -492,13 +496,12 @@ class DecodeLoop(_ClosedOnExit):
             try:
                 finished = stepper.step()
             except Exception as exc:
-                self._restart(stepper, exc, done, records)
-                return done, records
+                return done, records, self._restart(exc, done, records)
             for row in finished:
                 item, group = self._running.pop(id(row))
                 done.append((item, row.result, row.error))
                 self._leave(group, row.error, records, row.result)
-        return done, records
+        return done, records, []
 
     def _join(self, stepper: Stepper, group: _Group, rows: list[tuple[_Pending, Any]],
               done: list[tuple[_Pending, Any, BaseException | None]],
@@ -519,10 +522,10 @@ class DecodeLoop(_ClosedOnExit):
         for item, row in rows:
             self._running[id(row)] = (item, group)
 
-    def _restart(self, stepper: Stepper, exc: Exception,
-                 done: list[tuple[_Pending, Any, BaseException | None]],
-                 records: list[BatchRecord]) -> None:
-        """A failed step: the running requests start again from their seeds, fewer at once."""
+    def _restart(self, exc: Exception, done: list[tuple[_Pending, Any, BaseException | None]],
+                 records: list[BatchRecord]) -> list[_Pending]:
+        """A failed step: the running requests are to start again from their seeds, half as
+        many at once (recorded again when they do); a request that ran alone fails."""
         self._stepper = None
         running = list(self._running.values())
         self._running.clear()
@@ -530,14 +533,13 @@ class DecodeLoop(_ClosedOnExit):
             item, group = running[0]
             done.append((item, None, exc))
             self._leave(group, exc, records)
-            return
+            return []
         if _is_oom(exc) and torch.cuda.is_available():
             torch.cuda.empty_cache()
         self._rows_cap = max(1, len(running) // 2)
-        for item, group in running:
-            item.queued_at = time.monotonic()
+        for _, group in running:
             self._leave(group, exc, records)
-        self._queue[:0] = [item for item, _ in running]
+        return [item for item, _ in running]
 
     def _leave(self, group: _Group, error: BaseException | None, records: list[BatchRecord],
                result: Any = None) -> None:

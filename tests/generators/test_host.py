@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from generators import Batcher, BatchRecord, Host, HostClosed
-from generators.host import _Handle
+from generators.host import DecodeLoop, _Handle
 
 
 class Recorder:
@@ -140,6 +140,119 @@ async def test_closing_fails_queued_requests_and_refuses_new_ones(executor):
     assert all(isinstance(r, HostClosed) for r in results)
     with pytest.raises(HostClosed):
         await batcher.submit(1)
+
+
+# --- the decode loop, with a fake stepper --------------------------------------------------
+class Job:
+    """A fake generation: `steps` tokens long, its result twice its value."""
+
+    def __init__(self, value: int, steps: int) -> None:
+        self.value, self.steps, self.tokens = value, steps, 0
+        self.result: int | None = None
+        self.error: Exception | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.result is not None or self.error is not None
+
+
+class Stepper:
+    """Counts tokens per row. Value < 0 cannot be prepared, 99 cannot join, 13 breaks steps."""
+
+    def __init__(self, log: list[tuple[str, list[int]]], delay_s: float = 0.005) -> None:
+        self.rows: list[Job] = []
+        self.log = log
+        self.delay_s = delay_s
+
+    def prepare(self, request: tuple[int, int]) -> Job:
+        if request[0] < 0:
+            raise ValueError("cannot prepare")
+        return Job(*request)
+
+    def join(self, rows: list[Job]) -> None:
+        self.log.append(("join", [r.value for r in rows]))
+        if any(r.value == 99 for r in rows):
+            raise RuntimeError("cannot join")
+        self.rows += rows
+
+    def step(self) -> list[Job]:
+        self.log.append(("step", [r.value for r in self.rows]))
+        time.sleep(self.delay_s)
+        if any(r.value == 13 for r in self.rows):
+            raise RuntimeError("unlucky step")
+        for row in self.rows:
+            row.tokens += 1
+            if row.tokens == row.steps:
+                row.result = 2 * row.value
+        finished = [r for r in self.rows if r.done]
+        self.rows = [r for r in self.rows if not r.done]
+        return finished
+
+    def remove(self, rows: list[Job]) -> None:
+        self.rows = [r for r in self.rows if r not in rows]
+
+
+def decode_loop(executor, log, records=None, **kw) -> DecodeLoop:
+    kw.setdefault("max_wait_s", 0.01)
+    return DecodeLoop(lambda: Stepper(log), executor=executor,
+                      on_record=None if records is None else records.append, **kw)
+
+
+async def test_requests_join_a_running_decode_at_token_boundaries(executor):
+    log: list[tuple[str, list[int]]] = []
+    records: list[BatchRecord] = []
+    async with decode_loop(executor, log, records) as loop:
+        long = asyncio.create_task(loop.submit((1, 40)))
+        await asyncio.sleep(0.05)  # the long job decodes now
+        short = await asyncio.gather(loop.submit((2, 3)), loop.submit((3, 3)))
+        assert not long.done()  # the short ones joined, ran and left beside it
+        assert short == [4, 6] and await long == 2
+    assert ("join", [2, 3]) in log
+    steps_with_all = [rows for kind, rows in log if kind == "step" and rows == [1, 2, 3]]
+    assert len(steps_with_all) == 3
+    assert [(r.size, r.joined) for r in records] == [(2, 1), (1, 0)]
+
+
+async def test_a_failing_request_in_a_decode_loop_fails_alone(executor):
+    log: list[tuple[str, list[int]]] = []
+    records: list[BatchRecord] = []
+    async with decode_loop(executor, log, records) as loop:
+        results = await asyncio.gather(
+            *(loop.submit((v, 4)) for v in (11, -1, 12, 99, 13, 14)), return_exceptions=True
+        )
+    assert [results[i] for i in (0, 2, 5)] == [22, 24, 28]
+    assert str(results[1]) == "cannot prepare" and str(results[3]) == "cannot join"
+    assert str(results[4]) == "unlucky step"
+    # The join failed as a whole, then row by row; 99 never ran.
+    assert log[:5] == [("join", [11, 12, 99, 13, 14]), ("join", [11]), ("join", [12]),
+                       ("join", [99]), ("join", [13])]
+    # The step that 13 broke started every running request again, two at a time, then one.
+    assert all(len(rows) <= 2 for kind, rows in log[7:] if kind == "step")
+    assert ("step", [13]) in log
+    assert all(r.size >= 1 for r in records) and any(r.error for r in records)
+
+
+async def test_a_cancelled_caller_leaves_the_decode_loop(executor):
+    log: list[tuple[str, list[int]]] = []
+    async with decode_loop(executor, log) as loop:
+        tasks = [asyncio.create_task(loop.submit((v, 30))) for v in (1, 2)]
+        await asyncio.sleep(0.05)
+        tasks[0].cancel()
+        assert await tasks[1] == 4
+        with pytest.raises(asyncio.CancelledError):
+            await tasks[0]
+    assert log[-1] == ("step", [2])  # the cancelled row left; the other finished alone
+
+
+async def test_closing_a_decode_loop_fails_running_and_queued_requests(executor):
+    loop = decode_loop(executor, [], max_rows=1)
+    tasks = [asyncio.create_task(loop.submit((v, 1000))) for v in (1, 2)]
+    await asyncio.sleep(0.05)
+    await loop.aclose()
+    assert all(isinstance(r, HostClosed)
+               for r in await asyncio.gather(*tasks, return_exceptions=True))
+    with pytest.raises(HostClosed):
+        await loop.submit((3, 1))
 
 
 async def test_seeded_requests_reproduce_whichever_batch_they_share():
