@@ -10,8 +10,9 @@ request joins a running decode.
 
 `prefill` reads a batch of prompts, taking what it can from the `PrefixCache`: first the
 prefixes that two or more prompts of the batch share and the cache lacks (the N samples of
-one prompt, one header under many states), each read once and cached, then every prompt
-from the end of its longest cached prefix. At least one token of each prompt is always
+one prompt, one header under many states), each read once and cached (by `prefill` itself,
+as what they share among themselves comes first), then every prompt from the end of its
+longest cached prefix. At least one token of each prompt is always
 read, for the logits that predict its first new token.
 """
 
@@ -112,7 +113,9 @@ def prefill(reader: Reader, prompts: Sequence[Sequence[int]]) -> Prefill:
     """Read `prompts` (each at least one token) into a KVBatch, sharing what can be shared."""
     read = [0] * len(prompts)
     if reader.cache.capacity_bytes and (shared := _shared_prefixes(prompts, reader.cache)):
-        done = _read(reader, [list(p) for p in shared])
+        # The shared prefixes share prefixes too (one header, then "Input: 1", "Input: 2"):
+        # read those first, and each shared prefix from there.
+        done = prefill(reader, [list(p) for p in shared])
         for owner, n in zip(shared.values(), done.read, strict=True):
             read[owner] += n
     done = _read(reader, prompts)
