@@ -26,7 +26,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable, MutableMapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, Self, TypeVar
@@ -347,7 +347,7 @@ class _Group:
     joined_at: float
     joined: int
     left: int = 0
-    results: list[Any] | None = None
+    results: list[Any] = field(default_factory=list)
     error: str | None = None
 
 
@@ -545,14 +545,14 @@ class DecodeLoop(_ClosedOnExit):
                result: Any = None) -> None:
         group.left += 1
         if result is not None:
-            group.results = [*(group.results or []), result]
+            group.results.append(result)
         if error is not None and group.error is None:
             group.error = repr(error)
         if group.left == len(group.items):
             records.append(BatchRecord(
                 model=self._model, operation=self._operation, size=len(group.items),
                 queue_wait_s=group.waits, forward_s=time.monotonic() - group.joined_at,
-                error=group.error, joined=group.joined, **_token_counts(group.results or []),
+                error=group.error, joined=group.joined, **_token_counts(group.results),
             ))
 
 

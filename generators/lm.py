@@ -6,18 +6,24 @@ converted once into a safetensors directory under the user cache (`python -m gen
 install`); later loads read that directory in seconds. Any Hugging Face model id or local
 path works as well.
 
-Generation runs its own decode loop over a left-padded batch with a KV cache instead of
+Generation runs its own decode loop (`Decoder`) over a batch with a KV cache instead of
 `model.generate`: every row samples with its own `torch.Generator`, temperature, top-p,
 stop strings and token budget, so a request's output depends only on its own seed and
-parameters, never on the batch it shares. Output can be constrained to a pydantic model's
+parameters, never on the batch it shares or when it joined it. Rows join the running
+batch at token boundaries and leave when done (the host's continuous batching); each
+step sends one token per row to the host. Output can be constrained to a pydantic model's
 JSON schema or to a regular expression through outlines' logits processors, applied per row
 inside the same loop, so requests with different constraints (or none) share one batch.
 
+Prompts are read through a `PrefixCache` (`kv_batch.prefill`): a prefix that requests of
+the batch share, or that an earlier batch read, is read once. The host keeps one cache for
+all its calls; a direct call without one shares only within its batch.
+
 Scoring (`score`, which also serves the handle's `choose`: rank options by log-probability)
-reads each prompt once: the batch's prompts go through the model with the KV cache, each
-prompt's cache rows are repeated once per option, and only the options go through on top.
-Ranking many options then costs little more than reading the prompt, where scoring each
-prompt-plus-option pair would read the prompt once per option.
+reads each prompt once: the batch's prompts are read as above, each prompt's cache rows are
+repeated once per option, and only the options go through on top. Ranking many options then
+costs little more than reading the prompt, where scoring each prompt-plus-option pair would
+read the prompt once per option.
 
 Text from users and from the model is data, never control: only the chat template's own
 markers become special tokens. Message contents and scored continuations are tokenized
@@ -468,22 +474,25 @@ class LanguageModel:
         temps = torch.tensor([max(rows[i].request.temperature, 1e-5) for i in sampled], device=device)
         top_p = torch.tensor([rows[i].request.top_p for i in sampled], device=device)[:, None]
         probs = torch.softmax(logits[sampled] / temps[:, None], dim=-1)  # (S, V)
-        # The nucleus is almost always among the NUCLEUS likeliest tokens: sorting those
-        # (topk) costs a fraction of sorting the vocabulary, and gives the same draw.
-        top, order = probs.topk(min(NUCLEUS, probs.shape[-1]), dim=-1)  # (S, k), descending
+        # On the CPU the nucleus is almost always among the NUCLEUS likeliest tokens: sorting
+        # those (topk) costs a fraction of sorting the vocabulary, and gives the same draw.
+        k = min(NUCLEUS, probs.shape[-1]) if device.type == "cpu" else probs.shape[-1]
+        top, order = probs.topk(k, dim=-1)  # (S, k), descending
         before = top.cumsum(-1) - top
-        wide = (before[:, -1] + top[:, -1] < top_p[:, 0]).nonzero()[:, 0].tolist()
+        wide = set()
+        if k < probs.shape[-1]:  # rows whose nucleus is wider than k: the whole vocabulary
+            wide = set((before[:, -1] + top[:, -1] < top_p[:, 0]).nonzero()[:, 0].tolist())
         top[before >= top_p] = 0.0  # nucleus: the first token always stays
+        picked = []  # (1,) token tensors, on the device: no sync per row
         for s, i in enumerate(sampled):
-            if s in wide:  # a flat distribution: its nucleus needs the whole sorted vocabulary
+            if s in wide:
                 full, full_order = probs[s].sort(descending=True)
                 full[full.cumsum(-1) - full >= top_p[s]] = 0.0
-                pick = torch.multinomial(full, 1, generator=rows[i].generator)
-                chosen[i] = full_order[pick[0]]
+                picked.append(full_order[torch.multinomial(full, 1, generator=rows[i].generator)])
             else:
-                pick = torch.multinomial(top[s], 1, generator=rows[i].generator)
-                chosen[i] = order[s, pick[0]]
-        return chosen.tolist()
+                picked.append(order[s][torch.multinomial(top[s], 1, generator=rows[i].generator)])
+        chosen[torch.tensor(sampled, device=device)] = torch.cat(picked)
+        return chosen.tolist()  # the one transfer to the host this step
 
     def _advance(self, row: Row, token: int) -> None:
         """Append a token and finish the row on a stop string, EOS or the token budget."""

@@ -422,3 +422,31 @@ def test_constraint_indexes_are_kept_least_recently_used_first_out(
     assert [spec for _, spec in language_model._indexes] == ["a+", "c+"]
     out = language_model.generate([request("Say b.", regex="b+", max_new_tokens=3)])
     assert re.fullmatch("b+", out[0].text)  # rebuilt when asked for again
+
+
+def test_nucleus_sampling_from_the_likeliest_tokens_draws_what_a_full_sort_draws(monkeypatch):
+    """Top-p sorts only the NUCLEUS likeliest tokens unless a row's nucleus is wider."""
+    from types import SimpleNamespace
+
+    monkeypatch.setattr(lm_module, "NUCLEUS", 64)
+    lm = LanguageModel(None, None, torch.device("cpu"), frozenset())
+    rng = torch.Generator().manual_seed(0)
+    for scale in (0.5, 3.0, 10.0):  # flat rows (nucleus wider than 64 tokens) and peaked ones
+        logits = torch.randn(12, 5000, generator=rng) * scale
+        settings = [(t, p) for t in (0.0, 0.7, 1.5) for p in (0.5, 0.9, 0.95, 1.0)]
+
+        def rows(settings=settings):
+            return [SimpleNamespace(request=SimpleNamespace(temperature=t, top_p=p),
+                                    generator=torch.Generator().manual_seed(i), constraint=None,
+                                    error=None, tokens=[]) for i, (t, p) in enumerate(settings)]
+
+        want = []
+        for row, line in zip(rows(), logits, strict=True):  # the reference: sort everything
+            t, p = row.request.temperature, row.request.top_p
+            if t == 0:
+                want.append(int(line.argmax()))
+                continue
+            probs, order = torch.softmax(line / t, -1).sort(descending=True)
+            probs[probs.cumsum(-1) - probs >= p] = 0.0
+            want.append(int(order[torch.multinomial(probs, 1, generator=row.generator)]))
+        assert lm._next_tokens(logits.clone(), rows()) == want
