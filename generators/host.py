@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+JOIN_AT = 4  # a running decode loop admits queued requests once 1/JOIN_AT of its rows are free
 Req = TypeVar("Req")
 Res = TypeVar("Res")
 
@@ -442,6 +443,8 @@ class DecodeLoop(_ClosedOnExit):
                             await self._wake.wait()
                     continue
             room = max(0, self._rows_cap - len(self._running))
+            if self._running and room < max(1, self._rows_cap // JOIN_AT):
+                room = 0  # a join copies the batch's KV: let a few rows leave first
             admitted, self._queue = self._queue[:room], self._queue[room:]
             try:
                 done, records, again = await loop.run_in_executor(

@@ -8,12 +8,12 @@ and positions are counted from the mask, so the holes change nothing a row atten
 Batches of different widths merge by padding the narrower one on the left, which is how a
 request joins a running decode.
 
-`prefill` reads a batch of prompts, taking what it can from the `PrefixCache`: first the
-prefixes that two or more prompts of the batch share and the cache lacks (the N samples of
-one prompt, one header under many states), each read once and cached (by `prefill` itself,
-as what they share among themselves comes first), then every prompt from the end of its
-longest cached prefix. At least one token of each prompt is always
-read, for the logits that predict its first new token.
+`prefill` reads a batch of prompts, taking what it can from the `PrefixCache`. A prompt
+that several requests send (the N samples of one prompt) is read once and its rows copied.
+Prefixes that two or more prompts share and the cache lacks (one header under many states)
+are read first, once each, and cached (by `prefill` itself, so what they share among
+themselves comes first); then every prompt from the end of its longest cached prefix. At
+least the last token of each distinct prompt is read, for the logits of its next token.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
 
 from generators.prefix_cache import PrefixCache, common_prefix
 
@@ -33,8 +34,47 @@ MIN_SHARED = 4  # a prefix shared within a batch is read apart from its prompts 
 Forward = Callable[[torch.Tensor, torch.Tensor, Any], tuple[torch.Tensor, Any]]
 
 
-def _cache(layers: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> DynamicCache:
-    return DynamicCache(ddp_cache_data=list(layers))
+class _GrowingLayer(DynamicLayer):
+    """Keys and values in buffers with room to grow: a decode step writes its token in place,
+    where a DynamicLayer copies the whole cache to append one (most of a CPU decode step's
+    memory traffic once prompts are long). `keys`/`values` are views of the buffers; when
+    something else replaces them (`batch_select_indices`), the next update adopts the new
+    tensors into fresh buffers."""
+
+    _buffers: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        length, new = self.get_seq_length(), key_states.shape[-2]
+        buffers = self._buffers
+        if buffers is None or buffers[0].shape[-2] < length + new or not self._viewed(buffers):
+            need = length + new
+            shape = (*key_states.shape[:2], need + max(64, need // 4), key_states.shape[-1])
+            buffers = (key_states.new_empty(shape), value_states.new_empty(shape))
+            if length:
+                buffers[0][:, :, :length] = self.keys
+                buffers[1][:, :, :length] = self.values
+            self._buffers = buffers
+        buffers[0][:, :, length : length + new] = key_states
+        buffers[1][:, :, length : length + new] = value_states
+        self.keys, self.values = buffers[0][:, :, : length + new], buffers[1][:, :, : length + new]
+        return self.keys, self.values
+
+    def _viewed(self, buffers: tuple[torch.Tensor, torch.Tensor]) -> bool:
+        keys = self.keys
+        return keys.data_ptr() == buffers[0].data_ptr() and keys.shape[0] == buffers[0].shape[0]
+
+
+def _cache(layers: Sequence[tuple[torch.Tensor, torch.Tensor]] = ()) -> DynamicCache:
+    """A cache of growing layers holding `layers` (or empty, for the model to fill)."""
+    cache = DynamicCache()
+    cache.layer_class_to_replicate = _GrowingLayer
+    for i, (keys, values) in enumerate(layers):
+        cache.update(keys, values, i)
+    return cache
 
 
 def _layers(cache: DynamicCache) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -111,6 +151,15 @@ class Reader:
 
 def prefill(reader: Reader, prompts: Sequence[Sequence[int]]) -> Prefill:
     """Read `prompts` (each at least one token) into a KVBatch, sharing what can be shared."""
+    distinct: dict[tuple[int, ...], int] = {}
+    where = [distinct.setdefault(tuple(p), len(distinct)) for p in prompts]
+    if reader.cache.capacity_bytes and len(distinct) < len(prompts):
+        # N samples of one prompt: read it once, copy its rows
+        done = prefill(reader, [list(p) for p in distinct])
+        done.batch.select(where)
+        first = {w: i for i, w in reversed(list(enumerate(where)))}
+        read = [done.read[w] if first[w] == i else 0 for i, w in enumerate(where)]
+        return Prefill(done.batch, done.logits[torch.tensor(where, device=reader.device)], read)
     read = [0] * len(prompts)
     if reader.cache.capacity_bytes and (shared := _shared_prefixes(prompts, reader.cache)):
         # The shared prefixes share prefixes too (one header, then "Input: 1", "Input: 2"):
@@ -162,7 +211,8 @@ def _read(reader: Reader, prompts: Sequence[Sequence[int]]) -> Prefill:
             if n:
                 stacked[:, :, i, :, past - n :] = t
         kv = _cache([(layer[0], layer[1]) for layer in stacked])
-    logits, kv = reader.forward(ids.to(reader.device), mask.to(reader.device), kv)
+    logits, kv = reader.forward(ids.to(reader.device), mask.to(reader.device),
+                                 _cache() if kv is None else kv)
     batch = KVBatch(kv, mask.to(reader.device))
     if cache.capacity_bytes:
         for i, (prompt, r) in enumerate(zip(prompts, rest, strict=True)):
