@@ -483,6 +483,11 @@ class LanguageModel:
         if k < probs.shape[-1]:  # rows whose nucleus is wider than k: the whole vocabulary
             wide = set((before[:, -1] + top[:, -1] < top_p[:, 0]).nonzero()[:, 0].tolist())
         top[before >= top_p] = 0.0  # nucleus: the first token always stays
+        # The draw runs over the whole (sorted) vocabulary even so: a one-sample multinomial
+        # draws a variate per category, so a shorter row would move each generator on by
+        # less and change every later token of the row.
+        sorted_probs = probs.new_zeros(probs.shape)  # (S, V)
+        sorted_probs[:, :k] = top
         picked = []  # (1,) token tensors, on the device: no sync per row
         for s, i in enumerate(sampled):
             if s in wide:
@@ -490,7 +495,8 @@ class LanguageModel:
                 full[full.cumsum(-1) - full >= top_p[s]] = 0.0
                 picked.append(full_order[torch.multinomial(full, 1, generator=rows[i].generator)])
             else:
-                picked.append(order[s][torch.multinomial(top[s], 1, generator=rows[i].generator)])
+                draw = torch.multinomial(sorted_probs[s], 1, generator=rows[i].generator)
+                picked.append(order[s][draw])
         chosen[torch.tensor(sampled, device=device)] = torch.cat(picked)
         return chosen.tolist()  # the one transfer to the host this step
 

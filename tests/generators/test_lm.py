@@ -440,13 +440,15 @@ def test_nucleus_sampling_from_the_likeliest_tokens_draws_what_a_full_sort_draws
                                     generator=torch.Generator().manual_seed(i), constraint=None,
                                     error=None, tokens=[]) for i, (t, p) in enumerate(settings)]
 
-        want = []
-        for row, line in zip(rows(), logits, strict=True):  # the reference: sort everything
-            t, p = row.request.temperature, row.request.top_p
-            if t == 0:
-                want.append(int(line.argmax()))
-                continue
-            probs, order = torch.softmax(line / t, -1).sort(descending=True)
-            probs[probs.cumsum(-1) - probs >= p] = 0.0
-            want.append(int(order[torch.multinomial(probs, 1, generator=row.generator)]))
-        assert lm._next_tokens(logits.clone(), rows()) == want
+        reference, tested = rows(), rows()
+        for _ in range(2):  # a second draw: each generator must have moved on as before
+            want = []
+            for row, line in zip(reference, logits, strict=True):  # the reference: sort all
+                t, p = row.request.temperature, row.request.top_p
+                if t == 0:
+                    want.append(int(line.argmax()))
+                    continue
+                probs, order = torch.softmax(line / t, -1).sort(descending=True)
+                probs[probs.cumsum(-1) - probs >= p] = 0.0
+                want.append(int(order[torch.multinomial(probs, 1, generator=row.generator)]))
+            assert lm._next_tokens(logits.clone(), tested) == want
