@@ -32,6 +32,7 @@ MIN_SHARED = 4  # a prefix shared within a batch is read apart from its prompts 
 
 # forward(ids (B, T), mask (B, W + T), cache of width W or None) -> (last logits (B, V), cache)
 Forward = Callable[[torch.Tensor, torch.Tensor, Any], tuple[torch.Tensor, Any]]
+Layers = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: keys, values (B, heads, W, head_dim)
 
 
 class _GrowingLayer(DynamicLayer):
@@ -68,16 +69,16 @@ class _GrowingLayer(DynamicLayer):
         return keys.data_ptr() == buffers[0].data_ptr() and keys.shape[0] == buffers[0].shape[0]
 
 
-def _cache(layers: Sequence[tuple[torch.Tensor, torch.Tensor]] = ()) -> DynamicCache:
+def _cache(layers: Layers | None = None) -> DynamicCache:
     """A cache of growing layers holding `layers` (or empty, for the model to fill)."""
     cache = DynamicCache()
     cache.layer_class_to_replicate = _GrowingLayer
-    for i, (keys, values) in enumerate(layers):
+    for i, (keys, values) in enumerate(layers or []):
         cache.update(keys, values, i)
     return cache
 
 
-def _layers(cache: DynamicCache) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def _layers(cache: DynamicCache) -> Layers:
     return [(layer.keys, layer.values) for layer in cache.layers]
 
 
@@ -120,15 +121,14 @@ class KVBatch:
         )
 
 
-Layers = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: keys, values (B, heads, W, head_dim)
-
-
 def _pad_left(batch: KVBatch, width: int) -> tuple[Layers, torch.Tensor]:
     extra = width - batch.mask.shape[1]
     layers = _layers(batch.cache)
     if not extra:
         return layers, batch.mask
-    pad = lambda t: torch.nn.functional.pad(t, (0, 0, extra, 0))  # noqa: E731  (B, H, W+extra, D)
+    def pad(t: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.pad(t, (0, 0, extra, 0))  # (B, heads, width, head_dim)
+
     return [(pad(k), pad(v)) for k, v in layers], torch.nn.functional.pad(batch.mask, (extra, 0))
 
 
