@@ -24,7 +24,7 @@ import logging
 import re
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Hashable, MutableMapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, MutableMapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
@@ -154,7 +154,87 @@ def _is_oom(exc: BaseException) -> bool:
     return isinstance(exc, torch.cuda.OutOfMemoryError)
 
 
-class Batcher(_ClosedOnExit, Generic[Req, Res]):
+class _Queue(_ClosedOnExit):
+    """What Batcher and DecodeLoop share: validated submissions queued for a loop task that
+    the queue owns (started on the first submit, cancelled by `aclose()`, which fails what
+    is still pending with HostClosed), and outcomes handed back on the event loop."""
+
+    def __init__(
+        self,
+        *,
+        executor: Executor,
+        max_wait_s: float,
+        validate: Callable[[Any], None] | None,
+        on_record: Callable[[BatchRecord], None] | None,
+        model: str,
+        operation: str,
+    ) -> None:
+        self._executor = executor
+        self._max_wait_s = max_wait_s
+        self._validate = validate
+        self._on_record = on_record
+        self._model = model
+        self._operation = operation
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+
+    async def submit(self, request: Any) -> Any:
+        if self._closed:
+            raise HostClosed(f"{self._model}.{self._operation}: closed")
+        if self._validate is not None:
+            self._validate(request)
+        loop = asyncio.get_running_loop()
+        if self._task is None:
+            self._task = loop.create_task(self._loop(), name=f"{self._model}.{self._operation}")
+            self._task.add_done_callback(self._on_loop_exit)
+        future: asyncio.Future[Any] = loop.create_future()
+        self._enqueue(_Pending(request, future, time.monotonic()))
+        self._wake.set()
+        return await future
+
+    async def aclose(self) -> None:
+        self._closed = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._fail_all(HostClosed(f"{self._model}.{self._operation}: closed"))
+
+    def _on_loop_exit(self, task: asyncio.Task[None]) -> None:
+        # The loop only ends by cancellation; anything else is a bug that callers must see.
+        if not task.cancelled() and task.exception() is not None:
+            self._closed = True
+            self._fail_all(task.exception())  # type: ignore[arg-type]
+
+    def _deliver(
+        self, outcomes: Iterable[tuple[_Pending, Any, BaseException | None]],
+        records: Sequence[BatchRecord],
+    ) -> None:
+        """Records to the observer, then each result or error to its (uncancelled) caller."""
+        for record in records:
+            if self._on_record is not None:
+                self._on_record(record)
+        for item, value, failure in outcomes:
+            if item.future.done():  # the caller was cancelled
+                continue
+            if failure is None:
+                item.future.set_result(value)
+            else:
+                item.future.set_exception(failure)
+
+    @abstractmethod
+    def _enqueue(self, item: _Pending) -> None: ...
+
+    @abstractmethod
+    def _fail_all(self, exc: BaseException) -> None:
+        """Fail every request not yet answered with `exc`."""
+
+    @abstractmethod
+    async def _loop(self) -> None: ...
+
+
+class Batcher(_Queue, Generic[Req, Res]):
     """Coalesces concurrent submissions into batches for one batch function.
 
     A batch is flushed when `max_batch` compatible requests (same `key`) are queued, or
@@ -180,58 +260,25 @@ class Batcher(_ClosedOnExit, Generic[Req, Res]):
     ) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        super().__init__(executor=executor, max_wait_s=max_wait_s, validate=validate,
+                         on_record=on_record, model=model, operation=operation)
         self._run = run
-        self._executor = executor
         self._max_batch = max_batch
-        self._max_wait_s = max_wait_s
         self._key = key
-        self._validate = validate
-        self._on_record = on_record
-        self._model = model
-        self._operation = operation
         self._groups: dict[Hashable, list[_Pending]] = {}
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._closed = False
 
-    async def submit(self, request: Req) -> Res:
-        if self._closed:
-            raise HostClosed(f"{self._model}.{self._operation}: closed")
-        if self._validate is not None:
-            self._validate(request)
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(
-                self._flush_loop(), name=f"batcher:{self._model}.{self._operation}"
-            )
-            self._task.add_done_callback(self._on_loop_exit)
-        future: asyncio.Future[Res] = asyncio.get_running_loop().create_future()
-        key = self._key(request) if self._key is not None else None
-        self._groups.setdefault(key, []).append(_Pending(request, future, time.monotonic()))
-        self._wake.set()
-        return await future
+    def _enqueue(self, item: _Pending) -> None:
+        key = self._key(item.request) if self._key is not None else None
+        self._groups.setdefault(key, []).append(item)
 
-    async def aclose(self) -> None:
-        self._closed = True
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        self._fail_queued(HostClosed(f"{self._model}.{self._operation}: closed"))
-
-    def _fail_queued(self, exc: BaseException) -> None:
+    def _fail_all(self, exc: BaseException) -> None:
         for items in self._groups.values():
             for item in items:
                 if not item.future.done():
                     item.future.set_exception(exc)
         self._groups.clear()
 
-    def _on_loop_exit(self, task: asyncio.Task[None]) -> None:
-        # The loop only ends by cancellation; anything else is a bug that callers must see.
-        if not task.cancelled() and task.exception() is not None:
-            self._closed = True
-            self._fail_queued(task.exception())  # type: ignore[arg-type]
-
-    async def _flush_loop(self) -> None:
+    async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             batch = await self._next_batch()
@@ -247,16 +294,8 @@ class Batcher(_ClosedOnExit, Generic[Req, Res]):
                     if not item.future.done():
                         item.future.set_exception(error)
                 raise
-            for record in records:
-                if self._on_record is not None:
-                    self._on_record(record)
-            for item, (value, failure) in zip(batch, outcomes, strict=True):
-                if item.future.done():  # the caller was cancelled
-                    continue
-                if failure is None:
-                    item.future.set_result(value)
-                else:
-                    item.future.set_exception(failure)
+            self._deliver([(item, value, failure) for item, (value, failure)
+                           in zip(batch, outcomes, strict=True)], records)
 
     async def _next_batch(self) -> list[_Pending]:
         while True:
@@ -352,7 +391,7 @@ class _Group:
     error: str | None = None
 
 
-class DecodeLoop(_ClosedOnExit):
+class DecodeLoop(_Queue):
     """Continuous batching: requests join a running decode at token boundaries.
 
     The async side queues requests and drives the stepper one `_tick` at a time in the
@@ -376,42 +415,16 @@ class DecodeLoop(_ClosedOnExit):
         model: str = "",
         operation: str = "",
     ) -> None:
+        super().__init__(executor=executor, max_wait_s=max_wait_s, validate=validate,
+                         on_record=on_record, model=model, operation=operation)
         self._start = start
-        self._executor = executor
         self._max_rows = self._rows_cap = max_rows
-        self._max_wait_s = max_wait_s
-        self._validate = validate
-        self._on_record = on_record
-        self._model = model
-        self._operation = operation
         self._queue: list[_Pending] = []
         self._stepper: Stepper | None = None
         self._running: dict[int, tuple[_Pending, _Group]] = {}  # id(row) -> its request, group
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._closed = False
 
-    async def submit(self, request: Any) -> Any:
-        if self._closed:
-            raise HostClosed(f"{self._model}.{self._operation}: closed")
-        if self._validate is not None:
-            self._validate(request)
-        loop = asyncio.get_running_loop()
-        if self._task is None:
-            self._task = loop.create_task(self._loop(), name=f"decode:{self._model}.{self._operation}")
-            self._task.add_done_callback(self._on_loop_exit)
-        future: asyncio.Future[Any] = loop.create_future()
-        self._queue.append(_Pending(request, future, time.monotonic()))
-        self._wake.set()
-        return await future
-
-    async def aclose(self) -> None:
-        self._closed = True
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        self._fail_all(HostClosed(f"{self._model}.{self._operation}: closed"))
+    def _enqueue(self, item: _Pending) -> None:
+        self._queue.append(item)
 
     def _fail_all(self, exc: BaseException) -> None:
         for item in [*self._queue, *(item for item, _ in self._running.values())]:
@@ -419,11 +432,6 @@ class DecodeLoop(_ClosedOnExit):
                 item.future.set_exception(exc)
         self._queue.clear()
         self._running.clear()
-
-    def _on_loop_exit(self, task: asyncio.Task[None]) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            self._closed = True
-            self._fail_all(task.exception())  # type: ignore[arg-type]
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -458,15 +466,7 @@ class DecodeLoop(_ClosedOnExit):
                 self._fail_all(error)
                 raise
             self._queue[:0] = again
-            for item, value, failure in done:
-                if not item.future.done():
-                    if failure is None:
-                        item.future.set_result(value)
-                    else:
-                        item.future.set_exception(failure)
-            for record in records:
-                if self._on_record is not None:
-                    self._on_record(record)
+            self._deliver(done, records)
 
     def _tick(self, admitted: list[_Pending]) -> tuple[
         list[tuple[_Pending, Any, BaseException | None]], list[BatchRecord], list[_Pending]
